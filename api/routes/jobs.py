@@ -1,0 +1,150 @@
+"""/v1/jobs: submit, read, list and cancel restoration jobs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import ValidationError
+
+from api.deps import DispatcherDep, SessionDep, SettingsDep, StorageDep
+from api.schemas import JobCreate, JobOut, JobPage
+from shared import jobs, service
+from shared.errors import InvalidRequest, PayloadTooLarge
+from shared.models import Job, JobStatus
+from shared.settings import Settings
+from shared.storage import Storage
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "options": {"type": "string", "description": "JSON object"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
+    link = service.result_link(settings, storage, job)
+    return JobOut.from_job(
+        job, result_url=link.url if link else None, expires=link.expires_in_s if link else None
+    )
+
+
+async def _read_job_request(request: Request, settings: Settings, storage: Storage) -> JobCreate:
+    """JSON names an object already in storage; multipart carries a small file to store first."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequest("multipart requests need a 'file' part")
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"uploads over {settings.max_upload_bytes} bytes must use POST /v1/uploads"
+            )
+        key = service.upload_key(upload.filename or "upload")
+        try:
+            options = json.loads(str(form.get("options") or "{}"))
+            body = JobCreate.model_validate(
+                {
+                    "model": form.get("model") or JobCreate.model_fields["model"].default,
+                    "input_key": key,
+                    "options": options,
+                }
+            )
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"'options' is not valid JSON: {exc}") from exc
+        storage.put(settings.input_bucket, key, data, upload.content_type)
+        return body
+    try:
+        return JobCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+
+
+def _validation_error(exc: ValidationError) -> Exception:
+    from fastapi.exceptions import RequestValidationError
+
+    return RequestValidationError(exc.errors(include_url=False))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    openapi_extra=_JOB_BODY,
+    summary="Submit a job (JSON with an object key, or multipart with the file)",
+)
+async def create_job(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    dispatcher: DispatcherDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobOut:
+    body = await _read_job_request(request, settings, storage)
+    job, created = service.submit_job(
+        session,
+        settings,
+        dispatcher,
+        model=body.model,
+        input_key=body.input_key,
+        input_bucket=body.input_bucket,
+        options=body.options.model_dump(exclude_none=True),
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return job_out(job, settings, storage)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(
+    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, storage: StorageDep
+) -> JobOut:
+    return job_out(jobs.get_job(session, job_id), settings, storage)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    batch_id: uuid.UUID | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    items, next_cursor = jobs.list_jobs(
+        session, status=status_, batch_id=batch_id, cursor=cursor, limit=limit
+    )
+    return JobPage(items=[job_out(j, settings, storage) for j in items], next_cursor=next_cursor)
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+def cancel_job(
+    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, storage: StorageDep
+) -> JobOut:
+    """Cancel a queued job at once, or ask the worker running it to stop."""
+    return job_out(service.cancel_job(session, job_id), settings, storage)

@@ -1,0 +1,56 @@
+"""Models, liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import text
+
+from api.deps import DispatcherDep, SessionDep, SettingsDep, StorageDep
+from api.schemas import ModelOut, Readiness
+from shared.catalogue import CATALOGUE
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/v1/models", response_model=list[ModelOut])
+def list_models(settings: SettingsDep) -> list[ModelOut]:
+    return [
+        ModelOut.from_entry(entry, settings.queue_for(entry.family)) for entry in CATALOGUE.values()
+    ]
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up; says nothing about its dependencies (see /readyz)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness)
+def readyz(
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    dispatcher: DispatcherDep,
+) -> Readiness:
+    checks: dict[str, str] = {}
+    try:
+        session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, don't raise: readiness is a report
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        storage.check()
+        checks["storage"] = "ok"
+    except Exception as exc:
+        checks["storage"] = f"error: {exc}"
+    if settings.execution == "celery":
+        try:
+            dispatcher.check()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"error: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Readiness(ready=ready, checks=checks)

@@ -1,0 +1,206 @@
+"""Request and response bodies: validation lives here, not in the routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.catalogue import DEFAULT_MODEL, ModelEntry
+from shared.jobs import BatchSummary
+from shared.models import Job, JobStatus
+from shared.options import JobOptions
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(default=DEFAULT_MODEL, description="A name from GET /v1/models.")
+    input_key: str = Field(min_length=1, max_length=1024, description="Object key of the photo.")
+    input_bucket: str | None = Field(
+        default=None, description="An allowed input bucket; the configured input bucket if unset."
+    )
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class Timings(BaseModel):
+    download: float | None = None
+    decode: float | None = None
+    restore: float | None = None
+    encode: float | None = None
+    upload: float | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Result(BaseModel):
+    bucket: str
+    key: str
+    url: str | None = Field(default=None, description="Presigned GET URL of the result.")
+    expires_in_s: int | None = None
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    batch_id: uuid.UUID | None
+    status: JobStatus
+    model: str
+    options: dict[str, Any]
+    input_bucket: str
+    input_key: str
+    progress: float
+    attempts: int
+    worker_host: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: Timings
+    error: JobError | None
+    result: Result | None
+
+    @classmethod
+    def from_job(cls, job: Job, *, result_url: str | None = None, expires: int | None = None):
+        error = (
+            JobError(code=job.error_code, message=job.error_message or "")
+            if job.error_code and job.status in (JobStatus.failed, JobStatus.queued)
+            else None
+        )
+        result = (
+            Result(
+                bucket=job.output_bucket, key=job.output_key, url=result_url, expires_in_s=expires
+            )
+            if job.status == JobStatus.succeeded and job.output_bucket and job.output_key
+            else None
+        )
+        return cls(
+            id=job.id,
+            batch_id=job.batch_id,
+            status=job.status,
+            model=job.model,
+            options=job.options or {},
+            input_bucket=job.input_bucket,
+            input_key=job.input_key,
+            progress=job.progress,
+            attempts=job.attempts,
+            worker_host=job.worker_host,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            timings=Timings(**job.timings),
+            error=error,
+            result=result,
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = DEFAULT_MODEL
+    keys: list[str] | None = Field(default=None, max_length=100_000)
+    prefix: str | None = Field(default=None, max_length=1024)
+    input_bucket: str | None = None
+    options: JobOptions = Field(default_factory=JobOptions)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchCreate:
+        if (self.keys is None) == (self.prefix is None):
+            raise ValueError("give exactly one of 'keys' (a list of object keys) or 'prefix'")
+        if self.keys is not None and not self.keys:
+            raise ValueError("'keys' must not be empty")
+        return self
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    model: str
+    options: dict[str, Any]
+    input_prefix: str | None
+    created_at: datetime
+    total: int
+    done: int
+    counts: dict[str, int]
+    throughput_per_s: float | None = Field(description="Finished jobs per second so far.")
+    eta_s: float | None = Field(description="Seconds until every job is finished, estimated.")
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_summary(cls, summary: BatchSummary) -> BatchOut:
+        batch = summary.batch
+        return cls(
+            id=batch.id,
+            model=batch.model,
+            options=batch.options or {},
+            input_prefix=batch.input_prefix,
+            created_at=batch.created_at,
+            total=summary.total,
+            done=summary.done,
+            counts=summary.counts,
+            throughput_per_s=summary.throughput_per_s,
+            eta_s=summary.eta_s,
+            started_at=summary.started_at,
+            finished_at=summary.finished_at,
+        )
+
+
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str | None = Field(default=None, max_length=255)
+
+
+class UploadOut(BaseModel):
+    bucket: str
+    key: str
+    url: str = Field(description="PUT the file's bytes to this URL, then POST /v1/jobs.")
+    method: str = "PUT"
+    expires_in_s: int
+    headers: dict[str, str]
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    task: str
+    architecture: str
+    description: str
+    queue: str
+    licence: str
+    source_urls: list[str]
+    default_options: dict[str, Any]
+
+    @classmethod
+    def from_entry(cls, entry: ModelEntry, queue: str) -> ModelOut:
+        return cls(
+            name=entry.name,
+            task=entry.task,
+            architecture=entry.architecture,
+            description=entry.description,
+            queue=queue,
+            licence=entry.licence,
+            source_urls=list(entry.source_urls),
+            default_options=entry.default_options,
+        )
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str]

@@ -1,0 +1,358 @@
+"""``darkroom``: run the API or a worker, submit photos, follow jobs, manage the database.
+
+With no configuration everything is embedded (SQLite, a local object folder, jobs run in this
+process), so ``darkroom submit photos/ --wait --out restored/`` works on a fresh machine.
+Commands import the API or the worker lazily: ``darkroom serve`` never loads torch.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from shared import jobs, service
+from shared.catalogue import CATALOGUE, DEFAULT_MODEL
+from shared.db import session_factory
+from shared.errors import DarkroomError, JobNotFound
+from shared.models import FINISHED, Job, JobStatus
+from shared.settings import Settings, get_settings
+from shared.storage import Storage, make_storage
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic"}
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    if settings.database_url.startswith("sqlite"):
+        # The embedded database is ours to create; a server database is migrated explicitly.
+        from shared.migrate import upgrade
+
+        upgrade(settings.database_url)
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply Alembic migrations to DARKROOM_DATABASE_URL."""
+    from shared.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url, revision)
+    console.print(f"database at {_redact(settings.database_url)} is at revision {revision}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings), host=host or settings.api_host, port=port or settings.api_port
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated model families to serve (default: all)."),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: solo (GPU default) or threads.")] = "solo",
+    concurrency: Annotated[int, typer.Option(help="Threads for the threads pool.")] = 1,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a worker: a Celery consumer, or in the embedded mode a database poller."""
+    settings = _settings()
+    families = sorted({e.family for e in CATALOGUE.values()})
+    chosen = [q.strip() for q in queues.split(",")] if queues else families
+    if settings.execution == "inline":
+        from workers.poller import poll_forever
+
+        console.print("embedded worker: running queued jobs from the database (Ctrl-C stops)")
+        poll_forever(settings)
+        return
+    from workers.celery_app import app as celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            f"--queues={','.join(settings.queue_for(f) for f in chosen)}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def _collect(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Split arguments into local image files and object-store prefixes."""
+    files: list[Path] = []
+    prefixes: list[str] = []
+    for arg in paths:
+        path = Path(arg)
+        if path.is_dir():
+            files.extend(p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            prefixes.append(arg)
+    return files, prefixes
+
+
+def _upload(storage: Storage, settings: Settings, files: list[Path]) -> list[str]:
+    storage.ensure_bucket(settings.input_bucket)
+    run = uuid.uuid4().hex[:12]
+    keys = []
+    for index, path in enumerate(files):
+        key = f"uploads/{run}/{index:05d}-{service.safe_filename(path.name)}"
+        storage.put(settings.input_bucket, key, path.read_bytes())
+        keys.append(key)
+    return keys
+
+
+@app.command()
+def submit(
+    paths: Annotated[
+        list[str], typer.Argument(help="Local files or folders, or object-key prefixes.")
+    ],
+    model: Annotated[str, typer.Option(help="Model name (see `darkroom models`).")] = DEFAULT_MODEL,
+    wait: Annotated[bool, typer.Option(help="Wait for every job to finish.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Download results into this folder.")] = None,
+    jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+) -> None:
+    """Restore photos: one batch over every image given."""
+    settings = _settings()
+    storage = make_storage(settings)
+    storage.ensure_bucket(settings.output_bucket)
+    files, prefixes = _collect(paths)
+    if not files and not prefixes:
+        raise _fail("no images found in the paths given")
+    options = {"jpeg_quality": jpeg_quality} if jpeg_quality else {}
+    dispatcher = service.make_dispatcher(settings)
+    sessions = session_factory(settings.database_url)
+    batch_ids: list[uuid.UUID] = []
+    try:
+        with sessions() as session:
+            if files:
+                keys = _upload(storage, settings, files)
+                batch = service.submit_batch(
+                    session, settings, dispatcher, storage, model=model, keys=keys, options=options
+                )
+                batch_ids.append(batch.id)
+            for prefix in prefixes:
+                batch = service.submit_batch(
+                    session,
+                    settings,
+                    dispatcher,
+                    storage,
+                    model=model,
+                    prefix=prefix,
+                    options=options,
+                )
+                batch_ids.append(batch.id)
+    except DarkroomError as exc:
+        raise _fail(exc.message) from exc
+    for batch_id in batch_ids:
+        console.print(f"batch [bold]{batch_id}[/bold] submitted")
+    inline = settings.execution == "inline"
+    if not (wait or out or inline):
+        return
+    job_list = _batch_jobs(settings, batch_ids)
+    if inline:
+        _run_inline(settings, job_list)
+    else:
+        _wait(settings, job_list)
+    _report(settings, storage, batch_ids, out)
+
+
+def _batch_jobs(settings: Settings, batch_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    from sqlalchemy import select
+
+    with session_factory(settings.database_url)() as session:
+        return list(
+            session.scalars(
+                select(Job.id).where(Job.batch_id.in_(batch_ids)).order_by(Job.created_at)
+            )
+        )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]restoring[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _run_inline(settings: Settings, job_ids: list[uuid.UUID]) -> None:
+    from workers.pipeline import WorkerContext, run_inline
+
+    ctx = WorkerContext.build(settings)
+    failed = 0
+    with _progress() as progress:
+        task = progress.add_task("jobs", total=len(job_ids), failed=0)
+        for job_id in job_ids:
+            if run_inline(job_id, ctx) == JobStatus.failed:
+                failed += 1
+            progress.update(task, advance=1, failed=failed)
+
+
+def _wait(settings: Settings, job_ids: list[uuid.UUID]) -> None:
+    from sqlalchemy import func, select
+
+    sessions = session_factory(settings.database_url)
+    with _progress() as progress:
+        task = progress.add_task("jobs", total=len(job_ids), failed=0)
+        while True:
+            with sessions() as session:
+                rows = dict(
+                    session.execute(
+                        select(Job.status, func.count())
+                        .where(Job.id.in_(job_ids))
+                        .group_by(Job.status)
+                    ).all()
+                )
+            done = sum(count for status, count in rows.items() if JobStatus(status) in FINISHED)
+            progress.update(task, completed=done, failed=rows.get(JobStatus.failed, 0))
+            if done >= len(job_ids):
+                return
+            time.sleep(0.5)
+
+
+def _report(
+    settings: Settings, storage: Storage, batch_ids: list[uuid.UUID], out: Path | None
+) -> None:
+    from sqlalchemy import select
+
+    with session_factory(settings.database_url)() as session:
+        finished = list(
+            session.scalars(select(Job).where(Job.batch_id.in_(batch_ids)).order_by(Job.created_at))
+        )
+    succeeded = [j for j in finished if j.status == JobStatus.succeeded]
+    failed = [j for j in finished if j.status == JobStatus.failed]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for job in succeeded:
+            assert job.output_bucket and job.output_key
+            target = out / Path(job.output_key).name
+            if target.exists():
+                target = out / f"{job.id.hex[:8]}-{target.name}"
+            target.write_bytes(storage.get(job.output_bucket, job.output_key))
+    console.print(f"{len(succeeded)} succeeded, {len(failed)} failed, {len(finished)} in all")
+    if succeeded:
+        where = out.resolve() if out else _result_location(settings)
+        console.print(f"results are in [bold]{where}[/bold]")
+    reasons: dict[str, str] = {}
+    for job in failed:
+        reasons.setdefault(job.error_code or "?", job.error_message or "")
+    for code, message in reasons.items():
+        count = sum(1 for j in failed if j.error_code == code)
+        err.print(f"[red]{count} failed with {code}[/red]: {message}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _result_location(settings: Settings) -> str:
+    if settings.storage_backend == "local" and settings.storage_dir is not None:
+        return str((settings.storage_dir / settings.output_bucket / "results").resolve())
+    return f"s3://{settings.output_bucket}/results/"
+
+
+@app.command()
+def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch id.")]) -> None:
+    """Show a job or a batch."""
+    settings = _settings()
+    try:
+        ident = uuid.UUID(job_or_batch)
+    except ValueError:
+        raise _fail(f"{job_or_batch!r} is not a job or batch id") from None
+    with session_factory(settings.database_url)() as session:
+        try:
+            job = jobs.get_job(session, ident)
+        except JobNotFound:
+            try:
+                summary = jobs.summarize_batch(session, ident)
+            except DarkroomError:
+                raise _fail(f"no job or batch with id {ident}") from None
+            table = Table("status", "jobs", title=f"batch {ident} ({summary.batch.model})")
+            for name, count in summary.counts.items():
+                table.add_row(name, str(count))
+            console.print(table)
+            rate = f"{summary.throughput_per_s:.2f}/s" if summary.throughput_per_s else "-"
+            eta = f"{summary.eta_s:.0f}s" if summary.eta_s is not None else "-"
+            console.print(f"{summary.done}/{summary.total} done, throughput {rate}, ETA {eta}")
+            return
+    table = Table("field", "value", title=f"job {job.id}")
+    for name in (
+        "status",
+        "model",
+        "input_bucket",
+        "input_key",
+        "output_bucket",
+        "output_key",
+        "attempts",
+        "worker_host",
+        "error_code",
+        "error_message",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ):
+        table.add_row(name, str(getattr(job, name)))
+    for stage, seconds in job.timings.items():
+        table.add_row(f"{stage} s", "-" if seconds is None else f"{seconds:.3f}")
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the catalogue and whether each model's weights are installed here."""
+    settings = get_settings()
+    table = Table("name", "task", "queue", "weights", "description")
+    for entry in CATALOGUE.values():
+        assert settings.model_dir is not None
+        path = settings.model_dir / entry.weights_file
+        state = "[green]installed[/green]" if path.is_file() else f"[yellow]missing[/yellow] {path}"
+        table.add_row(
+            entry.name, entry.task, settings.queue_for(entry.family), state, entry.description
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,197 @@
+"""What submitting, cancelling and inspecting work means, for the API and the CLI alike.
+
+Each function runs in the caller's session, commits, and only then dispatches messages: a job
+is never on the queue before its row is visible to the worker.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared import jobs
+from shared.catalogue import get_entry
+from shared.errors import InputNotAllowed, InvalidRequest
+from shared.models import Batch, Job
+from shared.options import JobOptions
+from shared.settings import Settings
+from shared.storage import Storage, validate_key
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None: ...
+    def check(self) -> None: ...
+
+
+class CeleryDispatcher:
+    def __init__(self, settings: Settings) -> None:
+        from shared.queue import make_celery
+
+        self._settings = settings
+        self.app = make_celery(settings)
+
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+        from shared.queue import enqueue_restore
+
+        if items:
+            enqueue_restore(self.app, self._settings, items)
+
+    def check(self) -> None:
+        from shared.queue import broker_reachable
+
+        broker_reachable(self.app)
+
+
+class NoDispatch:
+    """Embedded mode: jobs stay queued in the database until an in-process worker runs them."""
+
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+        return None
+
+    def check(self) -> None:
+        return None
+
+
+def make_dispatcher(settings: Settings) -> Dispatcher:
+    return CeleryDispatcher(settings) if settings.execution == "celery" else NoDispatch()
+
+
+def _check_bucket(settings: Settings, bucket: str) -> None:
+    if bucket not in settings.readable_buckets:
+        raise InputNotAllowed(
+            f"bucket {bucket!r} is not an allowed input bucket "
+            f"(allowed: {', '.join(sorted(settings.readable_buckets))})"
+        )
+
+
+def _check_input(settings: Settings, bucket: str, key: str) -> None:
+    _check_bucket(settings, bucket)
+    validate_key(key)
+
+
+def _normalise_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    return JobOptions.model_validate(options or {}).model_dump(exclude_none=True)
+
+
+def submit_job(
+    session: Session,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    *,
+    model: str,
+    input_key: str,
+    input_bucket: str | None = None,
+    options: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Create and enqueue one job. Returns (job, created); a repeated idempotency key returns the
+    first job and sends nothing."""
+    entry = get_entry(model)
+    bucket = input_bucket or settings.input_bucket
+    _check_input(settings, bucket, input_key)
+    normalised = _normalise_options(options)
+    if idempotency_key:
+        existing = jobs.find_by_idempotency_key(session, idempotency_key)
+        if existing is not None:
+            return existing, False
+    try:
+        job = jobs.create_job(
+            session,
+            model=entry.name,
+            input_bucket=bucket,
+            input_key=input_key,
+            options=normalised,
+            idempotency_key=idempotency_key,
+        )
+        session.commit()
+    except IntegrityError:
+        # Two requests with the same key raced; the other one won.
+        session.rollback()
+        existing = jobs.find_by_idempotency_key(session, idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    dispatcher.dispatch([(job.id, entry.family)])
+    return job, True
+
+
+def submit_batch(
+    session: Session,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    storage: Storage,
+    *,
+    model: str,
+    keys: Sequence[str] | None = None,
+    prefix: str | None = None,
+    input_bucket: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Batch:
+    """One job per image, from an explicit key list or every object under a prefix."""
+    entry = get_entry(model)
+    bucket = input_bucket or settings.input_bucket
+    if bool(keys) == bool(prefix is not None):
+        raise InvalidRequest("give either 'keys' or 'prefix', not both and not neither")
+    if prefix is not None:
+        _check_bucket(settings, bucket)
+        if prefix:
+            validate_key(prefix)
+        keys = [obj.key for obj in storage.list(bucket, prefix) if not obj.key.endswith("/")]
+        if not keys:
+            raise InvalidRequest(f"no objects under prefix {prefix!r} in bucket {bucket!r}")
+    assert keys is not None
+    if len(keys) > settings.max_batch_size:
+        raise InvalidRequest(f"a batch holds at most {settings.max_batch_size} images")
+    for key in keys:
+        _check_input(settings, bucket, key)
+    normalised = _normalise_options(options)
+    batch, job_ids = jobs.create_batch(
+        session,
+        model=entry.name,
+        options=normalised,
+        inputs=[(bucket, key) for key in keys],
+        input_prefix=prefix,
+    )
+    session.commit()
+    dispatcher.dispatch([(job_id, entry.family) for job_id in job_ids])
+    return batch
+
+
+def cancel_job(session: Session, job_id: uuid.UUID) -> Job:
+    job = jobs.cancel(session, job_id)
+    session.commit()
+    return job
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str) -> str:
+    """A file name safe to put in an object key: no folders, no traversal, ASCII only."""
+    base = PurePosixPath(name.replace("\\", "/")).name
+    cleaned = _UNSAFE.sub("_", base).strip("._") or "upload"
+    return cleaned[:200]
+
+
+def upload_key(filename: str) -> str:
+    return f"uploads/{uuid.uuid4().hex}/{safe_filename(filename)}"
+
+
+@dataclass(frozen=True)
+class ResultLink:
+    url: str
+    expires_in_s: int
+
+
+def result_link(settings: Settings, storage: Storage, job: Job) -> ResultLink | None:
+    if job.output_bucket is None or job.output_key is None:
+        return None
+    url = storage.presign_get(job.output_bucket, job.output_key, settings.presign_expiry_s)
+    return ResultLink(url=url, expires_in_s=settings.presign_expiry_s)

@@ -1,0 +1,189 @@
+"""Session fixtures: real PostgreSQL, Redis, an S3 endpoint and a Celery worker.
+
+Each test session gets its own PostgreSQL database, Redis database number and buckets, migrated
+by Alembic, so runs never see each other's jobs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import create_engine, text
+
+from api.app import create_app
+from shared.migrate import upgrade
+from shared.models import FINISHED, JobStatus
+from shared.settings import Settings, get_settings
+from tests import services
+
+PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+REDIS_DB = 11
+
+
+def shared_dir() -> Path:
+    return Path(
+        os.environ.get("DARKROOM_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared")
+    )
+
+
+@pytest.fixture(scope="session")
+def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("darkroom")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL, migrated to head, dropped afterwards."""
+    name = f"darkroom_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    yield url
+    from shared.db import session_factory
+
+    session_factory(url).kw["bind"].dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_session: Path) -> Iterator[str]:
+    proc, endpoint = services.start_moto(tmp_session / "moto.log")
+    yield endpoint
+    services.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_session: Path) -> Path:
+    """A small MIRNet with random weights, saved in the published checkpoint layout.
+
+    Tests only: it exercises the real loading and inference path at a size a CPU runs fast.
+    """
+    import torch
+
+    from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
+
+    torch.manual_seed(0)
+    folder = tmp_session / "models"
+    folder.mkdir()
+    model = MIRNet(num_features=16, number_msrb=1, number_rrg=1)
+    save_mirnet_checkpoint(model, folder / "mirnet-lol.pt")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def service_env(
+    postgres_url: str, redis_url: str, s3_endpoint: str, model_dir: Path, tmp_session: Path
+) -> Iterator[dict[str, str]]:
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "DARKROOM_HOME": str(tmp_session / "home"),
+        "DARKROOM_DATABASE_URL": postgres_url,
+        "DARKROOM_EXECUTION": "celery",
+        "DARKROOM_BROKER_URL": redis_url,
+        "DARKROOM_QUEUE_PREFIX": f"darkroom-test-{suffix}",
+        "DARKROOM_STORAGE_BACKEND": "s3",
+        "DARKROOM_S3_ENDPOINT_URL": s3_endpoint,
+        "DARKROOM_S3_ACCESS_KEY_ID": "testing",
+        "DARKROOM_S3_SECRET_ACCESS_KEY": "testing",
+        "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
+        "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
+        "DARKROOM_MODEL_DIR": str(model_dir),
+        "DARKROOM_RETRY_BACKOFF_S": "0.2",
+        "DARKROOM_DEVICE": "cpu",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def settings(service_env: dict[str, str]) -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings):  # type: ignore[no-untyped-def]
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    for bucket in (settings.input_bucket, settings.output_bucket):
+        client.create_bucket(Bucket=bucket)
+    return client
+
+
+@pytest.fixture(scope="session")
+def worker(service_env: dict[str, str], s3: object, tmp_session: Path) -> Iterator[Path]:
+    log = tmp_session / "worker.log"
+    proc = services.start_worker(service_env, log)
+    yield log
+    services.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, s3: object) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def jpeg_bytes(
+    size: tuple[int, int] = (64, 48), orientation: int | None = None, seed: int = 0
+) -> bytes:
+    """A small JPEG with structure (so restoration has something to do)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((size[1], size[0], 3)) * 80).astype("uint8")
+    pixels[: size[1] // 4, : size[0] // 4] = 255  # a bright top-left marker
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=92, exif=exif.tobytes())
+    return out.getvalue()
+
+
+@pytest.fixture
+def wait_job(client: TestClient) -> Callable[..., dict]:
+    def _wait(job_id: str, timeout: float = 120, until: frozenset = FINISHED) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = client.get(f"/v1/jobs/{job_id}").json()
+            if JobStatus(body["status"]) in until:
+                return body
+            time.sleep(0.1)
+        raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s")
+
+    return _wait

@@ -1,0 +1,80 @@
+"""Starting and reaching the real services the tests use.
+
+Redis and PostgreSQL run on the developer and CI machines; ``scripts/test.sh`` starts them when
+they are down. The S3 endpoint (a ``moto_server`` process) and the Celery worker are started
+here, once per test session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: port_open(port), 30, "moto_server")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_worker(env: dict[str, str], log: Path, queues: str = "mirnet") -> subprocess.Popen[bytes]:
+    """A real Celery worker process, through the same CLI operators use."""
+    proc = subprocess.Popen(
+        [str(BIN / "darkroom"), "worker", "--queues", queues, "--loglevel", "INFO"],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(
+        lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, "celery worker"
+    )
+    if proc.poll() is not None:
+        raise RuntimeError(f"celery worker exited:\n{log.read_text()[-3000:]}")
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

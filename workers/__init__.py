@@ -1,0 +1,1 @@
+"""The GPU side: Celery tasks, the restoration pipeline, model architectures."""

@@ -1,0 +1,1 @@
+"""Network architectures Darkroom runs itself, written so published checkpoints load unchanged."""

@@ -1,0 +1,194 @@
+"""One job, start to finish: claim, download, decode, restore, encode, upload, record.
+
+The same function runs under Celery and in the embedded mode. Every outcome ends in the
+database: a bad input or a missing model fails only its own job with a stable code; a transient
+storage or database error puts the job back to ``queued`` and asks the caller to retry later.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared import jobs
+from shared.db import session_factory
+from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled
+from shared.models import Job, JobStatus
+from shared.settings import Settings
+from shared.storage import Storage, make_storage
+from workers import imaging
+from workers.restorers import RestorerCache
+
+log = logging.getLogger(__name__)
+
+# Share of the job done when each stage ends; restoring dominates.
+_PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "encode": 0.95}
+
+
+class RetryLater(Exception):
+    """The job was put back to ``queued``; run it again after ``countdown`` seconds."""
+
+    def __init__(self, countdown: float, cause: DarkroomError) -> None:
+        super().__init__(f"retry in {countdown:.1f}s: {cause.message}")
+        self.countdown = countdown
+        self.cause = cause
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process builds once and reuses for every job."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    storage: Storage
+    restorers: RestorerCache
+    host: str = field(default_factory=socket.gethostname)
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerContext:
+        storage = make_storage(settings)
+        return cls(
+            settings=settings,
+            sessions=session_factory(settings.database_url),
+            storage=storage,
+            restorers=RestorerCache(settings, storage),
+        )
+
+
+def output_key(job: Job, extension: str) -> str:
+    """Deterministic, so a redelivered job overwrites its own result instead of adding one."""
+    stem = PurePosixPath(job.input_key).stem or "image"
+    return f"results/{job.id}/{stem}{extension}"
+
+
+def backoff(settings: Settings, attempt: int) -> float:
+    """Exponential backoff with full jitter, so retries of many jobs don't arrive together."""
+    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** max(attempt - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class _Run:
+    def __init__(self, ctx: WorkerContext, job: Job) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+        if name in _PROGRESS:
+            with self.ctx.sessions.begin() as session:
+                jobs.record_progress(session, self.job.id, _PROGRESS[name], self.timings)
+        self.check_stop()
+
+    def check_stop(self) -> None:
+        with self.ctx.sessions() as session:
+            if jobs.cancel_requested(session, self.job.id):
+                raise JobCancelled(f"job {self.job.id} cancelled")
+
+    def execute(self) -> None:
+        ctx, job = self.ctx, self.job
+        options = job.options or {}
+        with self.stage("download"):
+            data = ctx.storage.get(job.input_bucket, job.input_key)
+        with self.stage("decode"):
+            decoded = imaging.decode(data, max_pixels=ctx.settings.max_pixels)
+        restorer = ctx.restorers.get(job.model)
+        with self.stage("restore"):
+            pixels = restorer.restore(decoded.pixels, self.check_stop)
+        with self.stage("encode"):
+            encoded = imaging.encode(
+                decoded,
+                pixels,
+                fmt=options.get("output_format"),
+                jpeg_quality=options.get("jpeg_quality", ctx.settings.default_jpeg_quality),
+            )
+        key = output_key(job, encoded.extension)
+        with self.stage("upload"):
+            ctx.storage.put(ctx.settings.output_bucket, key, encoded.data, encoded.content_type)
+        with ctx.sessions.begin() as session:
+            jobs.succeed(
+                session,
+                job.id,
+                output_bucket=ctx.settings.output_bucket,
+                output_key=key,
+                timings=self.timings,
+            )
+
+
+def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
+    """Run one job if it is still queued. Returns its final status, or None if another delivery
+    owns it (or it was cancelled before it started). Raises ``RetryLater`` on transient errors."""
+    try:
+        with ctx.sessions.begin() as session:
+            if not jobs.claim(session, job_id, ctx.host):
+                log.info("job %s is not queued any more; skipping this delivery", job_id)
+                return None
+        with ctx.sessions() as session:
+            job = jobs.get_job(session, job_id)
+    except OperationalError as exc:
+        raise RetryLater(backoff(ctx.settings, 1), DatabaseUnavailable(str(exc))) from exc
+
+    run = _Run(ctx, job)
+    try:
+        run.execute()
+        log.info("job %s succeeded in %.2fs", job_id, sum(run.timings.values()))
+        return JobStatus.succeeded
+    except JobCancelled:
+        with ctx.sessions.begin() as session:
+            jobs.mark_cancelled(session, job_id)
+        log.info("job %s cancelled while running", job_id)
+        return JobStatus.cancelled
+    except OperationalError as exc:
+        return _transient(ctx, job, DatabaseUnavailable(f"database error: {exc.orig}"), run)
+    except DarkroomError as exc:
+        if exc.retryable:
+            return _transient(ctx, job, exc, run)
+        _fail(ctx, job_id, exc.code, exc.message, run.timings)
+        return JobStatus.failed
+    except Exception as exc:  # a bug or an unexpected library error fails only this job
+        log.exception("job %s failed unexpectedly", job_id)
+        _fail(ctx, job_id, "internal_error", f"{type(exc).__name__}: {exc}", run.timings)
+        return JobStatus.failed
+
+
+def _transient(ctx: WorkerContext, job: Job, exc: DarkroomError, run: _Run) -> JobStatus:
+    attempts = job.attempts
+    if attempts >= ctx.settings.max_attempts:
+        message = f"{exc.message} (gave up after {attempts} attempts)"
+        _fail(ctx, job.id, exc.code, message, run.timings)
+        return JobStatus.failed
+    with ctx.sessions.begin() as session:
+        jobs.requeue(session, job.id, code=exc.code, message=exc.message)
+    countdown = backoff(ctx.settings, attempts)
+    log.warning("job %s: %s; retrying in %.1fs", job.id, exc.message, countdown)
+    raise RetryLater(countdown, exc)
+
+
+def _fail(
+    ctx: WorkerContext, job_id: uuid.UUID, code: str, message: str, timings: dict[str, float]
+) -> None:
+    with ctx.sessions.begin() as session:
+        jobs.fail(session, job_id, code=code, message=message, timings=timings)
+    log.warning("job %s failed: %s: %s", job_id, code, message)
+
+
+def run_inline(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
+    """Embedded mode: run a job in this process, sleeping through retries."""
+    while True:
+        try:
+            return run_job(job_id, ctx)
+        except RetryLater as retry:
+            time.sleep(retry.countdown)

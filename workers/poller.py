@@ -1,0 +1,46 @@
+"""The embedded worker: no broker, so it finds queued jobs in the database itself.
+
+Claiming is the same conditional update the Celery path uses, so several pollers (or a poller
+and ``darkroom submit``) never run one job twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select
+
+from shared.models import Job, JobStatus
+from shared.settings import Settings
+from workers.pipeline import RetryLater, WorkerContext, run_job
+
+log = logging.getLogger(__name__)
+
+
+def poll_once(ctx: WorkerContext, limit: int = 20) -> int:
+    """Run up to ``limit`` queued jobs, oldest first; returns how many this call ran."""
+    with ctx.sessions() as session:
+        job_ids = list(
+            session.scalars(
+                select(Job.id)
+                .where(Job.status == JobStatus.queued)
+                .order_by(Job.created_at)
+                .limit(limit)
+            )
+        )
+    ran = 0
+    for job_id in job_ids:
+        try:
+            if run_job(job_id, ctx) is not None:
+                ran += 1
+        except RetryLater as retry:
+            log.warning("job %s will be retried: %s", job_id, retry)
+    return ran
+
+
+def poll_forever(settings: Settings, interval_s: float = 1.0) -> None:
+    ctx = WorkerContext.build(settings)
+    while True:
+        if not poll_once(ctx):
+            time.sleep(interval_s)
