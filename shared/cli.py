@@ -116,30 +116,35 @@ def worker(
     )
 
 
-def _collect(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Split arguments into local image files and object-store prefixes."""
-    files: list[Path] = []
+def _collect(paths: list[str]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Split arguments into local image files (with the relative name results keep) and
+    object-store prefixes."""
+    files: list[tuple[Path, str]] = []
     prefixes: list[str] = []
     for arg in paths:
         path = Path(arg)
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
+            files.extend(
+                (p, p.relative_to(path).as_posix())
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
         elif path.is_file():
-            files.append(path)
+            files.append((path, path.name))
         else:
             prefixes.append(arg)
     return files, prefixes
 
 
-def _upload(storage: Storage, settings: Settings, files: list[Path]) -> list[str]:
+def _upload(storage: Storage, settings: Settings, files: list[tuple[Path, str]]) -> str:
+    """Upload under one fresh prefix, keeping folder structure; returns the prefix."""
     storage.ensure_bucket(settings.input_bucket)
-    run = uuid.uuid4().hex[:12]
-    keys = []
-    for index, path in enumerate(files):
-        key = f"uploads/{run}/{index:05d}-{service.safe_filename(path.name)}"
-        storage.put(settings.input_bucket, key, path.read_bytes())
-        keys.append(key)
-    return keys
+    root = f"uploads/{uuid.uuid4().hex[:12]}/"
+    with rich_progress("uploading") as progress:
+        for path, name in progress.track(files):
+            safe = "/".join(service.safe_filename(part) for part in name.split("/"))
+            storage.put(settings.input_bucket, root + safe, path.read_bytes())
+    return root
 
 
 @app.command()
@@ -162,15 +167,11 @@ def submit(
     options = {"jpeg_quality": jpeg_quality} if jpeg_quality else {}
     dispatcher = service.make_dispatcher(settings)
     sessions = session_factory(settings.database_url)
-    batch_ids: list[uuid.UUID] = []
+    roots: dict[uuid.UUID, str] = {}
     try:
+        if files:
+            prefixes.insert(0, _upload(storage, settings, files))
         with sessions() as session:
-            if files:
-                keys = _upload(storage, settings, files)
-                batch = service.submit_batch(
-                    session, settings, dispatcher, storage, model=model, keys=keys, options=options
-                )
-                batch_ids.append(batch.id)
             for prefix in prefixes:
                 batch = service.submit_batch(
                     session,
@@ -181,9 +182,10 @@ def submit(
                     prefix=prefix,
                     options=options,
                 )
-                batch_ids.append(batch.id)
+                roots[batch.id] = prefix
     except DarkroomError as exc:
         raise _fail(exc.message) from exc
+    batch_ids = list(roots)
     for batch_id in batch_ids:
         console.print(f"batch [bold]{batch_id}[/bold] submitted")
     inline = settings.execution == "inline"
@@ -194,7 +196,7 @@ def submit(
         _run_inline(settings, job_list)
     else:
         _wait(settings, job_list)
-    _report(settings, storage, batch_ids, out)
+    _report(settings, storage, roots, out)
 
 
 def _batch_jobs(settings: Settings, batch_ids: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -206,6 +208,16 @@ def _batch_jobs(settings: Settings, batch_ids: list[uuid.UUID]) -> list[uuid.UUI
                 select(Job.id).where(Job.batch_id.in_(batch_ids)).order_by(Job.created_at)
             )
         )
+
+
+def rich_progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def _progress() -> Progress:
@@ -255,23 +267,24 @@ def _wait(settings: Settings, job_ids: list[uuid.UUID]) -> None:
 
 
 def _report(
-    settings: Settings, storage: Storage, batch_ids: list[uuid.UUID], out: Path | None
+    settings: Settings, storage: Storage, roots: dict[uuid.UUID, str], out: Path | None
 ) -> None:
     from sqlalchemy import select
 
     with session_factory(settings.database_url)() as session:
         finished = list(
-            session.scalars(select(Job).where(Job.batch_id.in_(batch_ids)).order_by(Job.created_at))
+            session.scalars(select(Job).where(Job.batch_id.in_(roots)).order_by(Job.created_at))
         )
     succeeded = [j for j in finished if j.status == JobStatus.succeeded]
     failed = [j for j in finished if j.status == JobStatus.failed]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for job in succeeded:
-            assert job.output_bucket and job.output_key
-            target = out / Path(job.output_key).name
-            if target.exists():
-                target = out / f"{job.id.hex[:8]}-{target.name}"
+            assert job.output_bucket and job.output_key and job.batch_id
+            # Results keep the inputs' relative paths, with the output format's extension.
+            relative = job.input_key.removeprefix(roots[job.batch_id]).lstrip("/")
+            target = (out / relative).with_suffix(Path(job.output_key).suffix)
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(storage.get(job.output_bucket, job.output_key))
     console.print(f"{len(succeeded)} succeeded, {len(failed)} failed, {len(finished)} in all")
     if succeeded:

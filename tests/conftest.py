@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from api.app import create_app
 from shared.migrate import upgrade
 from shared.models import FINISHED, JobStatus
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from tests import services
 
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -94,7 +94,7 @@ def model_dir(tmp_session: Path) -> Path:
 @pytest.fixture(scope="session")
 def service_env(
     postgres_url: str, redis_url: str, s3_endpoint: str, model_dir: Path, tmp_session: Path
-) -> Iterator[dict[str, str]]:
+) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:8]
     env = {
         "DARKROOM_HOME": str(tmp_session / "home"),
@@ -112,21 +112,14 @@ def service_env(
         "DARKROOM_RETRY_BACKOFF_S": "0.2",
         "DARKROOM_DEVICE": "cpu",
     }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    return env
 
 
 @pytest.fixture(scope="session")
 def settings(service_env: dict[str, str]) -> Settings:
-    return Settings()
+    """The same configuration the worker process reads from its environment."""
+    prefix = len("DARKROOM_")
+    return Settings(**{key[prefix:].lower(): value for key, value in service_env.items()})
 
 
 @pytest.fixture(scope="session")

@@ -62,9 +62,7 @@ def start_worker(env: dict[str, str], log: Path, queues: str = "mirnet") -> subp
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    wait_for(
-        lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, "celery worker"
-    )
+    wait_for(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, "celery worker")
     if proc.poll() is not None:
         raise RuntimeError(f"celery worker exited:\n{log.read_text()[-3000:]}")
     return proc

@@ -11,7 +11,7 @@ any pixel data is decompressed.
 Known limits:
 
 * 16-bit output is written for PNG only (by a small PNG writer below, since Pillow has no 16-bit
-  RGB mode). TIFF output is always 8-bit.
+  RGB mode). TIFF output is always 8-bit, and uncompressed (see ``_save_with_pillow``).
 * Pillow decodes 16-bit-per-channel *colour* PNG/TIFF (48/64-bit) to 8-bit RGB, so such inputs
   reach the model with 8-bit precision; ``bit_depth`` still says 16 so a PNG output is 16-bit.
   16-bit grayscale (``I;16``) keeps its full precision.
@@ -383,7 +383,7 @@ def encode(
 
     alpha = None
     if decoded.alpha is not None and target in _ALPHA_FORMATS:
-        alpha = decoded.alpha
+        alpha = _alpha_for(decoded.alpha, width, height)
 
     planes = rgb if alpha is None else np.concatenate([rgb, alpha[:, :, None]], axis=2)
     if decoded.bit_depth == 16 and target == "PNG":

@@ -443,7 +443,10 @@ def test_high_depth_tiff_modes(mode: str, value: float, expected: float) -> None
 
 
 def test_cmyk_jpeg_decodes_to_rgb_without_its_profile() -> None:
-    data = _save(Image.new("CMYK", (16, 8), (0, 255, 255, 0)), "JPEG", quality=95)
+    # An RGB profile on CMYK data is wrong either way; it must not reach the RGB output.
+    cmyk = Image.new("CMYK", (16, 8), (0, 255, 255, 0))
+    data = _save(cmyk, "JPEG", quality=95, icc_profile=_srgb_icc())
+    assert _open(data).info.get("icc_profile")
     decoded = decode(data, max_pixels=MAX)
 
     assert (decoded.format, decoded.mode) == ("JPEG", "CMYK")

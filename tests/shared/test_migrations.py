@@ -1,0 +1,59 @@
+"""The Alembic migration builds the schema the models describe, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from shared.migrate import downgrade, upgrade
+from shared.models import Base
+from tests.conftest import PG_ADMIN_URL
+
+
+def _assert_matches_models(url: str) -> None:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == [], f"models and migrations disagree: {diff}"
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        assert version is not None
+    assert {"jobs", "batches"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def _round_trip(url: str) -> None:
+    upgrade(url)
+    _assert_matches_models(url)
+    downgrade(url, "base")
+    engine = create_engine(url)
+    assert not {"jobs", "batches"} & set(inspect(engine).get_table_names())
+    engine.dispose()
+    upgrade(url)
+    _assert_matches_models(url)
+
+
+def test_migration_on_sqlite(tmp_path: Path) -> None:
+    _round_trip(f"sqlite:///{tmp_path / 'darkroom.db'}")
+
+
+def test_migration_on_postgresql() -> None:
+    name = f"darkroom_migrate_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        _round_trip(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("column", ["download_s", "decode_s", "restore_s", "encode_s", "upload_s"])
+def test_jobs_table_records_every_stage(column: str) -> None:
+    assert column in Base.metadata.tables["jobs"].columns
