@@ -1,0 +1,110 @@
+"""API behaviour that needs no worker: validation, errors, listing, readiness, the no-torch rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from shared.settings import Settings
+from tests.services import REPO
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"input_key": "a.jpg", "options": {"sharpen": 3}}, 422, "invalid_request"),
+        ({"input_key": "a.jpg", "options": {"jpeg_quality": 0}}, 422, "invalid_request"),
+        ({"input_key": ""}, 422, "invalid_request"),
+        ({"model": "mirnet-lol"}, 422, "invalid_request"),
+        ({"input_key": "a.jpg", "model": "unknown"}, 422, "model_not_found"),
+        ({"input_key": "../../etc/passwd"}, 400, "invalid_request"),
+        ({"input_key": "a.jpg", "input_bucket": "someone-elses"}, 403, "input_not_allowed"),
+    ],
+)
+def test_invalid_jobs_get_4xx_with_a_json_reason(
+    client: TestClient, body: dict, status: int, code: str
+) -> None:
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert response.json()["message"]
+
+
+def test_malformed_json_and_bad_multipart(client: TestClient) -> None:
+    response = client.post(
+        "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and "JSON" in response.json()["message"]
+    response = client.post("/v1/jobs", files={"other": ("x.jpg", b"x")})
+    assert response.status_code == 400 and "file" in response.json()["message"]
+    response = client.post("/v1/jobs", files={"file": ("x.jpg", b"x")}, data={"options": "{oops"})
+    assert response.status_code == 400 and "options" in response.json()["message"]
+
+
+def test_unknown_ids_are_404(client: TestClient) -> None:
+    assert client.get(f"/v1/jobs/{uuid.uuid4()}").json()["code"] == "job_not_found"
+    assert client.delete(f"/v1/jobs/{uuid.uuid4()}").status_code == 404
+    assert client.get(f"/v1/batches/{uuid.uuid4()}").status_code == 404
+    assert client.get("/v1/jobs/not-a-uuid").status_code == 422
+
+
+def test_batch_validation(client: TestClient, settings: Settings) -> None:
+    assert client.post("/v1/batches", json={"keys": []}).status_code == 422
+    both = client.post("/v1/batches", json={"keys": ["a.jpg"], "prefix": "p/"})
+    assert both.status_code == 422 and "exactly one" in both.json()["message"]
+    empty = client.post("/v1/batches", json={"prefix": f"nothing-here-{uuid.uuid4()}/"})
+    assert empty.status_code == 400 and "no objects" in empty.json()["message"]
+
+
+def test_listing_is_cursor_paginated_and_filtered(client: TestClient, settings: Settings) -> None:
+    keys = [f"page/{i}.jpg" for i in range(5)]
+    batch = client.post("/v1/batches", json={"keys": keys}).json()
+    assert batch["total"] == 5 and batch["counts"]["queued"] + batch["counts"]["running"] >= 0
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"batch_id": batch["id"], "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [job["input_key"] for job in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(keys) and len(seen) == 5
+    assert client.get("/v1/jobs", params={"cursor": "garbage!"}).status_code == 400
+    assert client.get("/v1/jobs", params={"status": "exploded"}).status_code == 422
+
+
+def test_models_health_and_readiness(client: TestClient, settings: Settings) -> None:
+    models = {m["name"]: m for m in client.get("/v1/models").json()}
+    assert models["mirnet-lol"]["queue"] == settings.queue_for("mirnet")
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "broker": "ok"}
+    assert "/v1/jobs" in client.get("/openapi.json").json()["paths"]
+
+
+def test_readiness_reports_an_unreachable_broker(settings: Settings, s3: object) -> None:
+    broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})
+    with TestClient(create_app(broken)) as client:
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["broker"].startswith("error")
+    assert ready.json()["checks"]["database"] == "ok"
+
+
+def test_the_api_process_never_imports_torch() -> None:
+    code = (
+        "import sys; from api.app import create_app; from shared.cli import app; "
+        "create_app(); assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'workers' not in sys.modules, 'worker code imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

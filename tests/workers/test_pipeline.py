@@ -1,0 +1,80 @@
+"""The pipeline's error handling, run directly (no broker) against real services."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy.orm import Session
+
+from shared import jobs
+from shared.db import session_factory
+from shared.models import JobStatus
+from shared.settings import Settings
+from tests.conftest import jpeg_bytes
+from workers.pipeline import RetryLater, WorkerContext, backoff, output_key, run_job
+
+
+def _new_job(settings: Settings, key: str, model: str = "mirnet-lol") -> uuid.UUID:
+    with session_factory(settings.database_url).begin() as session:
+        job = jobs.create_job(
+            session, model=model, input_bucket=settings.input_bucket, input_key=key, options={}
+        )
+        return job.id
+
+
+def _job(settings: Settings, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    with Session(session_factory(settings.database_url).kw["bind"]) as session:
+        return jobs.get_job(session, job_id)
+
+
+def test_transient_storage_errors_retry_then_fail_with_a_clear_code(
+    settings: Settings, s3: object
+) -> None:
+    # A real connection to a port where nothing listens: a retryable StorageError each time.
+    dead = settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:9", "max_attempts": 3})
+    ctx = WorkerContext.build(dead)
+    job_id = _new_job(settings, "anything.jpg")
+    for attempt in (1, 2):
+        with pytest.raises(RetryLater) as retry:
+            run_job(job_id, ctx)
+        assert retry.value.cause.code == "storage_error"
+        job = _job(settings, job_id)
+        assert job.status == JobStatus.queued and job.attempts == attempt
+        assert job.error_code == "storage_error"  # the last error stays visible
+    assert run_job(job_id, ctx) == JobStatus.failed
+    job = _job(settings, job_id)
+    assert job.status == JobStatus.failed and job.attempts == 3
+    assert job.error_code == "storage_error"
+    assert "gave up after 3 attempts" in (job.error_message or "")
+
+
+def test_a_redelivered_message_does_not_redo_a_finished_job(
+    settings: Settings, s3, model_dir: object
+) -> None:
+    s3.put_object(Bucket=settings.input_bucket, Key="twice.jpg", Body=jpeg_bytes())
+    ctx = WorkerContext.build(settings)
+    job_id = _new_job(settings, "twice.jpg")
+    assert run_job(job_id, ctx) == JobStatus.succeeded
+    assert run_job(job_id, ctx) is None
+    job = _job(settings, job_id)
+    assert job.attempts == 1 and job.status == JobStatus.succeeded
+    assert job.output_key == output_key(job, ".jpg")
+
+
+def test_unavailable_model_fails_its_job_only(settings: Settings, s3, tmp_path) -> None:
+    s3.put_object(Bucket=settings.input_bucket, Key="nomodel.jpg", Body=jpeg_bytes())
+    ctx = WorkerContext.build(settings.model_copy(update={"model_dir": tmp_path}))
+    job_id = _new_job(settings, "nomodel.jpg")
+    assert run_job(job_id, ctx) == JobStatus.failed
+    job = _job(settings, job_id)
+    assert job.error_code == "model_unavailable"
+    assert "DARKROOM_MODEL_DIR" in (job.error_message or "")
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings: Settings) -> None:
+    tuned = settings.model_copy(update={"retry_backoff_s": 1.0, "retry_backoff_max_s": 8.0})
+    assert 0.5 <= backoff(tuned, 1) <= 1.0
+    assert 2.0 <= backoff(tuned, 3) <= 4.0
+    assert 4.0 <= backoff(tuned, 10) <= 8.0
+    assert len({backoff(tuned, 5) for _ in range(20)}) > 1
