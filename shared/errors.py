@@ -14,6 +14,7 @@
     ├── PayloadTooLarge           413
     ├── StorageError              502  retryable: the object store failed or timed out
     ├── DatabaseUnavailable       503  retryable
+    ├── TimeLimitExceeded         --   a job ran past the soft time limit
     └── JobCancelled              --   raised inside a worker to stop a cancelled job
 
 The API maps these to responses in ``api.app``; the worker maps them to job states in
@@ -99,6 +100,11 @@ class DatabaseUnavailable(DarkroomError):
     code = "database_unavailable"
     http_status = 503
     retryable = True
+
+
+class TimeLimitExceeded(DarkroomError):
+    code = "time_limit_exceeded"
+    http_status = 500
 
 
 class JobCancelled(DarkroomError):

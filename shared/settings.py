@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     max_batch_size: int = 50_000
     default_jpeg_quality: int = 95
     job_soft_time_limit_s: int = 3000
+    """A job still running after this fails with ``time_limit_exceeded`` at its next check."""
     job_time_limit_s: int = 3600
+    """Hard kill (prefork pool only; the solo pool relies on the soft limit)."""
     max_attempts: int = 3
     """A job is retried on transient errors (or redelivered) at most this many times."""
     retry_backoff_s: float = 2.0
@@ -76,8 +78,6 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    public_base_url: str = ""
-    """Base URL clients use to reach the API (for ``Location`` headers); empty: the request's."""
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs
 from shared.db import session_factory
-from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled
+from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled, TimeLimitExceeded
 from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
@@ -82,6 +82,7 @@ class _Run:
         self.ctx = ctx
         self.job = job
         self.timings: dict[str, float] = {}
+        self.started = time.monotonic()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -94,6 +95,11 @@ class _Run:
         self.check_stop()
 
     def check_stop(self) -> None:
+        """Between units of work: stop a cancelled job, or one past the soft time limit (the
+        solo pool GPU workers use does not enforce Celery's time limits)."""
+        limit = self.ctx.settings.job_soft_time_limit_s
+        if time.monotonic() - self.started > limit:
+            raise TimeLimitExceeded(f"job ran longer than the {limit}s soft time limit")
         with self.ctx.sessions() as session:
             if jobs.cancel_requested(session, self.job.id):
                 raise JobCancelled(f"job {self.job.id} cancelled")

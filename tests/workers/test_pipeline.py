@@ -78,3 +78,13 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings: Settings) -
     assert 2.0 <= backoff(tuned, 3) <= 4.0
     assert 4.0 <= backoff(tuned, 10) <= 8.0
     assert len({backoff(tuned, 5) for _ in range(20)}) > 1
+
+
+def test_soft_time_limit_fails_the_job_at_its_next_check(settings: Settings, s3) -> None:
+    s3.put_object(Bucket=settings.input_bucket, Key="slow.jpg", Body=jpeg_bytes())
+    ctx = WorkerContext.build(settings.model_copy(update={"job_soft_time_limit_s": -1}))
+    job_id = _new_job(settings, "slow.jpg")
+    assert run_job(job_id, ctx) == JobStatus.failed
+    job = _job(settings, job_id)
+    assert job.error_code == "time_limit_exceeded"
+    assert job.download_s is not None  # the stage that ran is still recorded
