@@ -7,6 +7,7 @@ Commands import the API or the worker lazily: ``darkroom serve`` never loads tor
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -234,6 +235,8 @@ def _progress() -> Progress:
 def _run_inline(settings: Settings, job_ids: list[uuid.UUID]) -> None:
     from workers.pipeline import WorkerContext, run_inline
 
+    # Per-job failures are summarised after the progress bar; keep only real trouble here.
+    logging.getLogger("workers").setLevel(logging.ERROR)
     ctx = WorkerContext.build(settings)
     failed = 0
     with _progress() as progress:

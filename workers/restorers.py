@@ -80,7 +80,8 @@ def _unavailable(entry: ModelEntry, path: Path, settings: Settings) -> ModelUnav
     )
     return ModelUnavailable(
         f"weights for model {entry.name!r} are not installed: download the published checkpoint "
-        f"from {where} and save it as {path} (the folder is set by DARKROOM_MODEL_DIR){store}"
+        f"from {where} and save it as {path.resolve()} "
+        f"(the folder is set by DARKROOM_MODEL_DIR){store}"
     )
 
 
