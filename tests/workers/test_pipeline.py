@@ -88,3 +88,23 @@ def test_soft_time_limit_fails_the_job_at_its_next_check(settings: Settings, s3)
     job = _job(settings, job_id)
     assert job.error_code == "time_limit_exceeded"
     assert job.download_s is not None  # the stage that ran is still recorded
+
+
+def test_weights_are_fetched_from_the_model_store_once(
+    settings: Settings, s3, model_dir, tmp_path
+) -> None:
+    bucket = f"models-{uuid.uuid4().hex[:6]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(
+        Bucket=bucket,
+        Key="models/mirnet-lol.pt",
+        Body=(model_dir / "mirnet-lol.pt").read_bytes(),
+    )
+    s3.put_object(Bucket=settings.input_bucket, Key="store.jpg", Body=jpeg_bytes())
+    cache = tmp_path / "cache"
+    ctx = WorkerContext.build(
+        settings.model_copy(update={"model_dir": cache, "model_bucket": bucket})
+    )
+    job_id = _new_job(settings, "store.jpg")
+    assert run_job(job_id, ctx) == JobStatus.succeeded
+    assert (cache / "mirnet-lol.pt").read_bytes() == (model_dir / "mirnet-lol.pt").read_bytes()
