@@ -25,6 +25,8 @@ class ModelEntry:
     source_urls: tuple[str, ...] = ()
     """Where an operator downloads the published checkpoint."""
     licence: str = ""
+    bundled: bool = False
+    """True for Darkroom's own models, whose weights ship inside the package."""
     default_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -33,6 +35,19 @@ _MIRNET_RELEASES = "https://github.com/dblasko/low-light-event-img-enhancer/rele
 CATALOGUE: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in (
+        ModelEntry(
+            name="darkroom-night",
+            task="all-in-one",
+            architecture="nafnet-night",
+            family="darkroom",
+            description=(
+                "Darkroom's compact model for handheld night shots: brightens, denoises and "
+                "reduces camera-shake blur in one pass; runs on CPU."
+            ),
+            weights_file="darkroom-night-v1.safetensors",
+            licence="Apache-2.0 (trained on BSDS500; for demonstration and evaluation)",
+            bundled=True,
+        ),
         ModelEntry(
             name="mirnet-lol",
             task="low-light",
@@ -59,7 +74,7 @@ CATALOGUE: dict[str, ModelEntry] = {
     )
 }
 
-DEFAULT_MODEL = "mirnet-lol"
+DEFAULT_MODEL = "darkroom-night"
 
 
 def get_entry(name: str) -> ModelEntry:

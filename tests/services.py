@@ -53,7 +53,9 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_worker(env: dict[str, str], log: Path, queues: str = "mirnet") -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], log: Path, queues: str = "darkroom,mirnet"
+) -> subprocess.Popen[bytes]:
     """A real Celery worker process, through the same CLI operators use."""
     proc = subprocess.Popen(
         [str(BIN / "darkroom"), "worker", "--queues", queues, "--loglevel", "INFO"],

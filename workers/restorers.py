@@ -43,10 +43,10 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-class MirnetRestorer:
-    """Full-resolution MIRNet: pad to the architecture's multiple, run, crop back.
+class WholeImageRestorer:
+    """Full resolution in one forward pass: pad to the architecture's multiple, run, crop back.
 
-    The reference project resizes to 400 px before inference; Darkroom never downsizes.
+    The reference MIRNet project resizes to 400 px before inference; Darkroom never downsizes.
     """
 
     def __init__(self, name: str, model: torch.nn.Module, device: torch.device) -> None:
@@ -85,12 +85,19 @@ def _unavailable(entry: ModelEntry, path: Path, settings: Settings) -> ModelUnav
     )
 
 
+BUNDLED_WEIGHTS = Path(__file__).with_name("weights")
+"""Weights shipped inside the package (Darkroom's own models), used when no override exists."""
+
+
 def weights_path(entry: ModelEntry, settings: Settings, storage: Storage | None) -> Path:
-    """Local path of the entry's checkpoint, fetching it from the model store once if needed."""
+    """Local path of the entry's checkpoint: the model directory first (an operator's file wins),
+    then the weights bundled with Darkroom, then the model store, fetched once."""
     assert settings.model_dir is not None
     path = settings.model_dir / entry.weights_file
     if path.is_file():
         return path
+    if entry.bundled and (BUNDLED_WEIGHTS / entry.weights_file).is_file():
+        return BUNDLED_WEIGHTS / entry.weights_file
     if settings.model_bucket and storage is not None:
         key = f"{settings.model_prefix}{entry.weights_file}"
         try:
@@ -106,16 +113,24 @@ def weights_path(entry: ModelEntry, settings: Settings, storage: Storage | None)
     raise _unavailable(entry, path, settings)
 
 
-def _load(entry: ModelEntry, path: Path, device: torch.device) -> Restorer:
-    if entry.architecture == "mirnet":
+def _loader(architecture: str) -> Callable[[Path], torch.nn.Module]:
+    if architecture == "mirnet":
         from workers.archs.mirnet import load_mirnet
 
-        try:
-            model = load_mirnet(path, map_location="cpu")
-        except ValueError as exc:
-            raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
-        return MirnetRestorer(entry.name, model, device)
-    raise ModelUnavailable(f"architecture {entry.architecture!r} is not supported by this worker")
+        return load_mirnet
+    if architecture == "nafnet-night":
+        from workers.archs.nafnet_night import load_night
+
+        return load_night
+    raise ModelUnavailable(f"architecture {architecture!r} is not supported by this worker")
+
+
+def load_restorer(entry: ModelEntry, path: Path, device: torch.device) -> Restorer:
+    try:
+        model = _loader(entry.architecture)(path)
+    except ValueError as exc:
+        raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
+    return WholeImageRestorer(entry.name, model, device)
 
 
 class RestorerCache:
@@ -134,7 +149,7 @@ class RestorerCache:
             if restorer is None:
                 entry = get_entry(name)
                 path = weights_path(entry, self._settings, self._storage)
-                restorer = _load(entry, path, self._device)
+                restorer = load_restorer(entry, path, self._device)
                 self._loaded[name] = restorer
                 log.info("loaded model %s from %s on %s", name, path, self._device)
             return restorer

@@ -100,10 +100,14 @@ def test_idempotency_key_returns_the_same_job_and_runs_it_once(
     s3.put_object(Bucket=settings.input_bucket, Key="idem.png", Body=_png())
     key = f"order-{uuid.uuid4()}"
     first = client.post(
-        "/v1/jobs", json={"input_key": "idem.png"}, headers={"Idempotency-Key": key}
+        "/v1/jobs",
+        json={"input_key": "idem.png", "model": "mirnet-lol"},
+        headers={"Idempotency-Key": key},
     )
     second = client.post(
-        "/v1/jobs", json={"input_key": "idem.png"}, headers={"Idempotency-Key": key}
+        "/v1/jobs",
+        json={"input_key": "idem.png", "model": "mirnet-lol"},
+        headers={"Idempotency-Key": key},
     )
     assert first.status_code == 202 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
@@ -140,7 +144,7 @@ def test_cancelling_a_queued_job_stops_it_before_it_runs(
     # The message arrives late: the worker must leave the cancelled job alone.
     service.make_dispatcher(settings).dispatch(held)
     s3.put_object(Bucket=settings.input_bucket, Key="after.jpg", Body=jpeg_bytes())
-    after = client.post("/v1/jobs", json={"input_key": "after.jpg"}).json()
+    after = client.post("/v1/jobs", json={"input_key": "after.jpg", "model": "mirnet-lol"}).json()
     assert wait_job(after["id"])["status"] == "succeeded"  # the worker went past the message
     final = client.get(f"/v1/jobs/{job.id}").json()
     assert final["status"] == "cancelled" and final["attempts"] == 0
@@ -151,7 +155,7 @@ def test_cancelling_a_running_job_stops_the_worker(
     client: TestClient, s3, settings: Settings, wait_job
 ) -> None:
     s3.put_object(Bucket=settings.input_bucket, Key="big.jpg", Body=jpeg_bytes((1600, 1200)))
-    job = client.post("/v1/jobs", json={"input_key": "big.jpg"}).json()
+    job = client.post("/v1/jobs", json={"input_key": "big.jpg", "model": "mirnet-lol"}).json()
     running = wait_job(job["id"], until=frozenset(JobStatus) - {JobStatus.queued})
     assert running["status"] == "running", running
     response = client.delete(f"/v1/jobs/{job['id']}")
@@ -163,7 +167,9 @@ def test_cancelling_a_running_job_stops_the_worker(
 
 
 def test_missing_object_and_unknown_model(client: TestClient, settings: Settings, wait_job) -> None:
-    job = client.post("/v1/jobs", json={"input_key": "nowhere/missing.jpg"}).json()
+    job = client.post(
+        "/v1/jobs", json={"input_key": "nowhere/missing.jpg", "model": "mirnet-lol"}
+    ).json()
     done = wait_job(job["id"])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "input_not_found"
@@ -180,7 +186,7 @@ def test_multipart_upload_and_presigned_upload(
     response = client.post(
         "/v1/jobs",
         files={"file": ("holiday photo.jpg", jpeg_bytes((48, 48)), "image/jpeg")},
-        data={"options": '{"output_format": "png"}'},
+        data={"options": '{"output_format": "png"}', "model": "mirnet-lol"},
     )
     assert response.status_code == 202, response.text
     done = wait_job(response.json()["id"])
@@ -193,7 +199,7 @@ def test_multipart_upload_and_presigned_upload(
     spec = upload.json()
     put = httpx.put(spec["url"], content=jpeg_bytes((32, 32)), headers=spec["headers"])
     assert put.status_code == 200
-    job = client.post("/v1/jobs", json={"input_key": spec["key"]}).json()
+    job = client.post("/v1/jobs", json={"input_key": spec["key"], "model": "mirnet-lol"}).json()
     assert wait_job(job["id"])["status"] == "succeeded"
 
 

@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,8 +36,6 @@ DARKROOM_SERVICES = ("migrate", "api", "worker", "flower")
 # Services whose command is `darkroom ...`.
 CLI_SERVICES = ("migrate", "api", "worker")
 HEALTHCHECKED = ("redis", "postgres", "minio", "api")
-tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
-
 
 # --- helpers ----------------------------------------------------------------------------------
 

@@ -38,7 +38,9 @@ def photos(tmp_path: Path) -> Path:
 
 def test_submit_restores_a_folder_in_process(photos: Path, tmp_path: Path, model_dir: Path) -> None:
     env = {"DARKROOM_MODEL_DIR": str(model_dir), "DARKROOM_DEVICE": "cpu"}
-    result = darkroom("submit", str(photos), "--out", "restored", env=env, cwd=tmp_path)
+    result = darkroom(
+        "submit", str(photos), "--model", "mirnet-lol", "--out", "restored", env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 succeeded, 0 failed" in result.stdout
     restored = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("restored/**/*.*"))

@@ -35,7 +35,9 @@ def test_serve_and_embedded_worker_restore_an_upload(tmp_path: Path, model_dir: 
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         created = httpx.post(
-            f"{base}/v1/jobs", files={"file": ("dusk.jpg", jpeg_bytes((56, 40)), "image/jpeg")}
+            f"{base}/v1/jobs",
+            files={"file": ("dusk.jpg", jpeg_bytes((56, 40)), "image/jpeg")},
+            data={"model": "mirnet-lol"},
         )
         assert created.status_code == 202, created.text
         job_url = f"{base}{created.headers['location']}"

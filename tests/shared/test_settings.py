@@ -40,7 +40,5 @@ def test_secrets_are_not_printed() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
-    missing = [
-        name for name in Settings.model_fields if f"`DARKROOM_{name.upper()}`" not in readme
-    ]
+    missing = [name for name in Settings.model_fields if f"`DARKROOM_{name.upper()}`" not in readme]
     assert missing == [], f"settings missing from the README's configuration table: {missing}"
