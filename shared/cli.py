@@ -370,5 +370,44 @@ def models() -> None:
     console.print(table)
 
 
+@app.command("eval")
+def evaluate(
+    set_name: Annotated[
+        str, typer.Option("--set", help="kodak24-handheld-night or lol-sample.")
+    ] = "kodak24-handheld-night",
+    model: Annotated[str, typer.Option(help="Model to score.")] = DEFAULT_MODEL,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    save: Annotated[Path | None, typer.Option(help="Write every output here as PNG.")] = None,
+) -> None:
+    """PSNR and SSIM of a model on an evaluation set, next to the degraded input and a classical
+    baseline (needs the `eval` extra: scikit-image)."""
+    from shared.catalogue import get_entry
+    from workers.evaluation import evaluate as run_evaluation
+    from workers.evaluation import load_set
+    from workers.restorers import RestorerCache
+
+    settings = get_settings()
+    try:
+        get_entry(model)
+        pairs = load_set(set_name, settings.shared_dir, limit)
+    except (DarkroomError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if not pairs:
+        raise _fail(f"no images for {set_name!r} under {settings.shared_dir.resolve()}")
+    try:
+        restorer = RestorerCache(settings, make_storage(settings)).get(model)
+    except DarkroomError as exc:
+        raise _fail(f"{exc.code}: {exc.message}") from exc
+    table = Table("method", "PSNR dB", "SSIM", "s/image", title=f"{set_name}, {len(pairs)} images")
+    for result in run_evaluation(pairs, model, restorer.restore, save):
+        table.add_row(
+            result.method,
+            f"{result.psnr:.2f}",
+            f"{result.ssim:.4f}",
+            f"{result.seconds_per_image:.2f}",
+        )
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

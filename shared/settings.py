@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 60.0
 
+    shared_dir: Path = Path("../shared")
+    """Evaluation images and reference data (``darkroom eval``, tests); outside the repository."""
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

@@ -1,0 +1,271 @@
+"""NightNAFNet: Darkroom's own compact restorer for dim, noisy, shaken, JPEG-compressed photos.
+
+The body is a small NAFNet (Chen et al., "Simple Baselines for Image Restoration", 2022): a
+U-Net of blocks built from LayerNorm2d, depthwise convolutions, SimpleGate (split channels and
+multiply, a nonlinearity with no activation function) and simplified channel attention. NAFNet
+is the best PSNR per FLOP among the common restoration backbones, which is what a model that has
+to run on a CPU in the embedded mode needs, and it was trained for denoising and deblurring,
+two of the four degradations here.
+
+The fourth degradation, dim light, is different in kind: the output is 3-20x brighter than the
+input everywhere. A residual U-Net can learn that, but it then spends capacity (and training
+time, which is short here) building a large, image-wide offset from local features. So the model
+splits the job:
+
+* **Input-conditional global gain.** The pooled bottleneck features (which have seen the whole
+  image's statistics) go through a tiny MLP that predicts a per-channel log-gain, initialised to
+  about x3; the "base" image is ``input * gain``. This is the exposure and white-balance
+  correction, done where global context exists, and it adapts to each photo, so a very dark
+  frame and a mildly dark one are both handled without retraining.
+* **Global residual.** The decoder predicts ``output - base``: local tone mapping, denoising,
+  deblurring and deblocking, the part NAFNet is good at.
+
+Input: RGB in [0, 1], N x 3 x H x W with H and W multiples of :attr:`NightNAFNet.size_multiple`
+(``2 ** len(enc_blocks)``; :meth:`NightNAFNet.forward` pads other sizes by reflection and crops
+back, so callers may pass any size). Output: same shape, not clamped (clamp for display).
+
+Weights are stored as ``.safetensors`` with the constructor hyper-parameters in the metadata, so
+a file is self-describing; :func:`load_night` rebuilds the network from it and loads strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "MODEL_NAME",
+    "NightNAFNet",
+    "load_night",
+    "night_config",
+    "save_night",
+]
+
+MODEL_NAME = "darkroom-night"
+_CONFIG_KEYS = ("width", "enc_blocks", "middle_blocks", "dec_blocks", "in_channels")
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of an NCHW tensor (per pixel), as in NAFNet.
+
+    Normalising per pixel rather than per batch keeps training and inference identical, with no
+    running statistics that small CPU batches would make noisy.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).pow(2).mean(1, keepdim=True)
+        y = (x - mu) / torch.sqrt(var + self.eps)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+class SimpleGate(nn.Module):
+    """Split the channels in two halves and multiply them: NAFNet's activation-free gate."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    """NAFNet's block: a gated depthwise-conv branch with channel attention, then a gated FFN.
+
+    ``beta``/``gamma`` start at zero, so each block starts as the identity and a deep stack
+    trains stably from scratch.
+    """
+
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+        super().__init__()
+        dw = c * dw_expand
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        # Simplified channel attention: global average pool then one 1x1 conv, no nonlinearity.
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.sg = SimpleGate()
+        ffn = c * ffn_expand
+        self.conv4 = nn.Conv2d(c, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, c, 1)
+        self.norm1 = LayerNorm2d(c)
+        self.norm2 = LayerNorm2d(c)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: Tensor) -> Tensor:
+        x = self.conv2(self.conv1(self.norm1(inp)))
+        x = self.sg(x)
+        x = x * self.sca(x)
+        y = inp + self.conv3(x) * self.beta
+        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
+        return y + x * self.gamma
+
+
+class NightNAFNet(nn.Module):
+    """Compact NAFNet U-Net with a predicted global gain; see the module docstring for why.
+
+    ``width`` is the channel count at full resolution (doubled at each of the
+    ``len(enc_blocks)`` downsamplings); ``enc_blocks``/``dec_blocks`` give the NAFBlocks per
+    level and ``middle_blocks`` those at the bottleneck.
+    """
+
+    def __init__(
+        self,
+        width: int = 16,
+        enc_blocks: Sequence[int] = (1, 1, 2),
+        middle_blocks: int = 2,
+        dec_blocks: Sequence[int] = (1, 1, 1),
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(enc_blocks) != len(dec_blocks):
+            raise ValueError("enc_blocks and dec_blocks must have the same length")
+        self.width = int(width)
+        self.enc_blocks_cfg = [int(n) for n in enc_blocks]
+        self.dec_blocks_cfg = [int(n) for n in dec_blocks]
+        self.middle_blocks_cfg = int(middle_blocks)
+        self.in_channels = int(in_channels)
+
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        chan = width
+        for n in self.enc_blocks_cfg:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(chan, chan * 2, 2, stride=2))
+            chan *= 2
+        self.middle = nn.Sequential(*[NAFBlock(chan) for _ in range(self.middle_blocks_cfg)])
+        for n in self.dec_blocks_cfg:
+            self.ups.append(
+                nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2))
+            )
+            chan //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+        bottleneck = width * 2 ** len(self.enc_blocks_cfg)
+        # Global gain head: pooled bottleneck features -> per-channel log-gain (mean and max
+        # pooling, because exposure is about both the typical level and the highlights).
+        self.gain = nn.Sequential(
+            nn.Linear(bottleneck * 2, 64), nn.GELU(), nn.Linear(64, in_channels)
+        )
+        nn.init.zeros_(self.gain[2].weight)
+        nn.init.constant_(self.gain[2].bias, math.log(3.0))
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this for the U-Net skips to line up."""
+        return 2 ** len(self.enc_blocks_cfg)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor hyper-parameters, as stored in a weight file's metadata."""
+        return {
+            "width": self.width,
+            "enc_blocks": list(self.enc_blocks_cfg),
+            "middle_blocks": self.middle_blocks_cfg,
+            "dec_blocks": list(self.dec_blocks_cfg),
+            "in_channels": self.in_channels,
+        }
+
+    def forward(self, inp: Tensor) -> Tensor:
+        _, _, h, w = inp.shape
+        m = self.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        x_in = F.pad(inp, (0, pw, 0, ph), mode="reflect") if (ph or pw) else inp
+
+        x = self.intro(x_in)
+        skips = []
+        for enc, down in zip(self.encoders, self.downs, strict=True):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle(x)
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        log_gain = self.gain(pooled).clamp(-1.0, 4.0)
+        for dec, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
+            x = dec(up(x) + skip)
+        base = x_in * torch.exp(log_gain)[:, :, None, None]
+        out = base + self.ending(x)
+        return out[:, :, :h, :w]
+
+
+def night_config(model: NightNAFNet) -> dict[str, Any]:
+    """The hyper-parameters of ``model`` (same as ``model.config()``)."""
+    return model.config()
+
+
+def save_night(
+    model: NightNAFNet,
+    path: str | Path,
+    extra_metadata: Mapping[str, Any] | None = None,
+    version: str = "1",
+) -> Path:
+    """Write ``model`` as safetensors with ``config``/``name``/``version`` (and extras) metadata.
+
+    Extra values that are not strings are stored as JSON, since safetensors metadata is str->str.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, str] = {
+        "name": MODEL_NAME,
+        "version": str(version),
+        "config": json.dumps(model.config()),
+    }
+    for key, value in (extra_metadata or {}).items():
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def load_night(path: str | Path, map_location: str | torch.device = "cpu") -> NightNAFNet:
+    """Rebuild a :class:`NightNAFNet` from a ``.safetensors`` file and load it strictly.
+
+    Raises ``ValueError`` with the file name and the reason when the file is not a safetensors
+    file, lacks or has an unreadable ``config`` metadata entry, or its tensors do not match the
+    architecture the config describes. The model is returned in eval mode.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path), device=str(map_location))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if "config" not in meta:
+        raise ValueError(f"{path}: no 'config' entry in the safetensors metadata")
+    try:
+        cfg = json.loads(meta["config"])
+        if not isinstance(cfg, dict):
+            raise TypeError("config is not a JSON object")
+        unknown = set(cfg) - set(_CONFIG_KEYS)
+        if unknown:
+            raise TypeError(f"unknown hyper-parameters {sorted(unknown)}")
+        model = NightNAFNet(**cfg)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad 'config' metadata {meta['config']!r} ({exc})") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match config {cfg}: {exc}") from exc
+    return model.to(map_location).eval()
