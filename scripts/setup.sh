@@ -3,7 +3,7 @@
 # Re-running is cheap: the install is skipped while pyproject.toml and constraints.txt are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-api,worker,dev}"
+extras="${1:-api,worker,eval,dev}"
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.darkroom-$(echo "$extras" | tr ',' '-')"

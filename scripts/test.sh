@@ -3,7 +3,7 @@
 # The suite starts its own S3 endpoint (moto_server) and Celery worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh api,worker,dev
+scripts/setup.sh api,worker,eval,dev
 scripts/services.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"

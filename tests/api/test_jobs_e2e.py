@@ -203,6 +203,22 @@ def test_multipart_upload_and_presigned_upload(
     assert wait_job(job["id"])["status"] == "succeeded"
 
 
+def test_default_model_is_darkroom_night_and_brightens(
+    client: TestClient, s3, settings: Settings, wait_job
+) -> None:
+    dark = Image.open(io.BytesIO(jpeg_bytes((96, 64)))).convert("RGB").point(lambda v: v // 6)
+    out = io.BytesIO()
+    dark.save(out, "JPEG", quality=95)
+    s3.put_object(Bucket=settings.input_bucket, Key="night/dim.jpg", Body=out.getvalue())
+    job = client.post("/v1/jobs", json={"input_key": "night/dim.jpg"}).json()
+    assert job["model"] == "darkroom-night"
+    done = wait_job(job["id"])
+    assert done["status"] == "succeeded", done
+    result = fetch_result(done).convert("L")
+    assert result.size == (96, 64)
+    assert sum(result.getdata()) / (96 * 64) > 2 * sum(dark.convert("L").getdata()) / (96 * 64)
+
+
 def _png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (36, 28), (20, 30, 40)).save(out, "PNG")
