@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from api.routes import batches, jobs, meta, uploads
 from shared.errors import DarkroomError
+from shared.model_store import ModelStore
 from shared.service import make_dispatcher
 from shared.settings import Settings, get_settings
 from shared.storage import make_storage
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.storage = make_storage(settings)
+    app.state.models = ModelStore(settings, app.state.storage)
     app.state.dispatcher = make_dispatcher(settings)
     for router in (jobs.router, batches.router, uploads.router, meta.router):
         app.include_router(router)

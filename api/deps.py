@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from shared.db import session_factory
+from shared.model_store import ModelStore
 from shared.service import Dispatcher
 from shared.settings import Settings
 from shared.storage import Storage
@@ -28,6 +29,10 @@ def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
+def get_models(request: Request) -> ModelStore:
+    return request.app.state.models
+
+
 def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
@@ -36,3 +41,4 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+ModelsDep = Annotated[ModelStore, Depends(get_models)]

@@ -174,23 +174,37 @@ class ModelOut(BaseModel):
 
     name: str
     task: str
+    tasks: list[str] = Field(description="Per-job tasks (option 'task') of a multi-task model.")
     architecture: str
     description: str
     queue: str
+    ready: bool = Field(description="Whether the weights are installed, so jobs can run.")
+    scale: int
+    tile: int
+    overlap: int
+    precisions: list[str]
     licence: str
     source_urls: list[str]
+    sha256: str | None
     default_options: dict[str, Any]
 
     @classmethod
-    def from_entry(cls, entry: ModelEntry, queue: str) -> ModelOut:
+    def from_entry(cls, entry: ModelEntry, queue: str, *, ready: bool) -> ModelOut:
         return cls(
             name=entry.name,
             task=entry.task,
+            tasks=list(entry.tasks),
             architecture=entry.architecture,
             description=entry.description,
             queue=queue,
+            ready=ready,
+            scale=entry.scale,
+            tile=entry.tile,
+            overlap=entry.overlap,
+            precisions=list(entry.precisions),
             licence=entry.licence,
             source_urls=list(entry.source_urls),
+            sha256=entry.sha256,
             default_options=entry.default_options,
         )
 

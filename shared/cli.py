@@ -20,8 +20,10 @@ from rich.table import Table
 
 from shared import jobs, service
 from shared.catalogue import CATALOGUE, DEFAULT_MODEL
+from shared.cli_models import app as models_app
 from shared.db import session_factory
 from shared.errors import DarkroomError, JobNotFound
+from shared.model_store import ModelStore
 from shared.models import FINISHED, Job, JobStatus
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, make_storage
@@ -29,6 +31,7 @@ from shared.storage import Storage, make_storage
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 console = Console()
 err = Console(stderr=True)
 
@@ -157,6 +160,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Wait for every job to finish.")] = False,
     out: Annotated[Path | None, typer.Option(help="Download results into this folder.")] = None,
     jpeg_quality: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    task: Annotated[str | None, typer.Option(help="Task of a multi-task model.")] = None,
 ) -> None:
     """Restore photos: one batch over every image given."""
     settings = _settings()
@@ -165,8 +169,11 @@ def submit(
     files, prefixes = _collect(paths)
     if not files and not prefixes:
         raise _fail("no images found in the paths given")
-    options = {"jpeg_quality": jpeg_quality} if jpeg_quality else {}
+    options: dict[str, object] = {"jpeg_quality": jpeg_quality} if jpeg_quality else {}
+    if task:
+        options["task"] = task
     dispatcher = service.make_dispatcher(settings)
+    models = ModelStore(settings, storage)
     sessions = session_factory(settings.database_url)
     roots: dict[uuid.UUID, str] = {}
     try:
@@ -179,6 +186,7 @@ def submit(
                     settings,
                     dispatcher,
                     storage,
+                    models,
                     model=model,
                     prefix=prefix,
                     options=options,
@@ -355,21 +363,6 @@ def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch
     console.print(table)
 
 
-@app.command()
-def models() -> None:
-    """List the catalogue and whether each model's weights are installed here."""
-    settings = get_settings()
-    table = Table("name", "task", "queue", "weights", "description")
-    for entry in CATALOGUE.values():
-        assert settings.model_dir is not None
-        path = settings.model_dir / entry.weights_file
-        state = "[green]installed[/green]" if path.is_file() else f"[yellow]missing[/yellow] {path}"
-        table.add_row(
-            entry.name, entry.task, settings.queue_for(entry.family), state, entry.description
-        )
-    console.print(table)
-
-
 @app.command("eval")
 def evaluate(
     set_name: Annotated[
@@ -381,23 +374,22 @@ def evaluate(
 ) -> None:
     """PSNR and SSIM of a model on an evaluation set, next to the degraded input and a classical
     baseline (needs the `eval` extra: scikit-image)."""
-    from shared.catalogue import get_entry
     from workers.evaluation import evaluate as run_evaluation
     from workers.evaluation import load_set
     from workers.restorers import RestorerCache
 
     settings = get_settings()
+    store = ModelStore(settings, make_storage(settings))
     try:
-        get_entry(model)
+        entry = store.resolve(model)
         pairs = load_set(set_name, settings.shared_dir, limit)
-    except (DarkroomError, ValueError) as exc:
+        restorer = RestorerCache(settings, store).get(entry)
+    except DarkroomError as exc:
+        raise _fail(f"{exc.code}: {exc.message}") from exc
+    except ValueError as exc:
         raise _fail(str(exc)) from exc
     if not pairs:
         raise _fail(f"no images for {set_name!r} under {settings.shared_dir.resolve()}")
-    try:
-        restorer = RestorerCache(settings, make_storage(settings)).get(model)
-    except DarkroomError as exc:
-        raise _fail(f"{exc.code}: {exc.message}") from exc
     table = Table("method", "PSNR dB", "SSIM", "s/image", title=f"{set_name}, {len(pairs)} images")
     for result in run_evaluation(pairs, model, restorer.restore, save):
         table.add_row(

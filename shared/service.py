@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import jobs
-from shared.catalogue import get_entry
+from shared.catalogue import ModelEntry
 from shared.errors import InputNotAllowed, InvalidRequest
+from shared.model_store import ModelStore
 from shared.models import Batch, Job
 from shared.options import JobOptions
 from shared.settings import Settings
@@ -76,14 +77,17 @@ def _check_input(settings: Settings, bucket: str, key: str) -> None:
     validate_key(key)
 
 
-def _normalise_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    return JobOptions.model_validate(options or {}).model_dump(exclude_none=True)
+def _normalise_options(entry: ModelEntry, options: dict[str, Any] | None) -> dict[str, Any]:
+    normalised = JobOptions.model_validate(options or {}).model_dump(exclude_none=True)
+    entry.check_task(normalised.get("task"))
+    return normalised
 
 
 def submit_job(
     session: Session,
     settings: Settings,
     dispatcher: Dispatcher,
+    models: ModelStore,
     *,
     model: str,
     input_key: str,
@@ -93,10 +97,10 @@ def submit_job(
 ) -> tuple[Job, bool]:
     """Create and enqueue one job. Returns (job, created); a repeated idempotency key returns the
     first job and sends nothing."""
-    entry = get_entry(model)
+    entry = models.resolve(model)
     bucket = input_bucket or settings.input_bucket
     _check_input(settings, bucket, input_key)
-    normalised = _normalise_options(options)
+    normalised = _normalise_options(entry, options)
     if idempotency_key:
         existing = jobs.find_by_idempotency_key(session, idempotency_key)
         if existing is not None:
@@ -127,6 +131,7 @@ def submit_batch(
     settings: Settings,
     dispatcher: Dispatcher,
     storage: Storage,
+    models: ModelStore,
     *,
     model: str,
     keys: Sequence[str] | None = None,
@@ -135,7 +140,7 @@ def submit_batch(
     options: dict[str, Any] | None = None,
 ) -> Batch:
     """One job per image, from an explicit key list or every object under a prefix."""
-    entry = get_entry(model)
+    entry = models.resolve(model)
     bucket = input_bucket or settings.input_bucket
     if bool(keys) == bool(prefix is not None):
         raise InvalidRequest("give either 'keys' or 'prefix', not both and not neither")
@@ -151,7 +156,7 @@ def submit_batch(
         raise InvalidRequest(f"a batch holds at most {settings.max_batch_size} images")
     for key in keys:
         _check_input(settings, bucket, key)
-    normalised = _normalise_options(options)
+    normalised = _normalise_options(entry, options)
     batch, job_ids = jobs.create_batch(
         session,
         model=entry.name,

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     model_prefix: str = "models/"
     preload_models: list[str] = Field(default_factory=list)
     """Models a worker loads at start instead of on its first job."""
+    model_cache_mb: int = 8192
+    """Weights kept loaded per worker; least recently used models are dropped beyond this."""
+    tile_batch_size: int = 4
+    """Tiles per forward pass."""
     device: str = "auto"
     """``auto`` picks CUDA when available, else CPU."""
 

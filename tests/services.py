@@ -54,7 +54,7 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_worker(
-    env: dict[str, str], log: Path, queues: str = "darkroom,mirnet"
+    env: dict[str, str], log: Path, queues: str = "darkroom,mirnet,spandrel,ipt"
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process, through the same CLI operators use."""
     proc = subprocess.Popen(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared import jobs
 from shared.db import session_factory
 from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled, TimeLimitExceeded
+from shared.model_store import ModelStore
 from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
@@ -51,17 +52,20 @@ class WorkerContext:
     settings: Settings
     sessions: sessionmaker[Session]
     storage: Storage
+    models: ModelStore
     restorers: RestorerCache
     host: str = field(default_factory=socket.gethostname)
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
         storage = make_storage(settings)
+        models = ModelStore(settings, storage)
         return cls(
             settings=settings,
             sessions=session_factory(settings.database_url),
             storage=storage,
-            restorers=RestorerCache(settings, storage),
+            models=models,
+            restorers=RestorerCache(settings, models),
         )
 
 
@@ -111,9 +115,11 @@ class _Run:
             data = ctx.storage.get(job.input_bucket, job.input_key)
         with self.stage("decode"):
             decoded = imaging.decode(data, max_pixels=ctx.settings.max_pixels)
-        restorer = ctx.restorers.get(job.model)
+        entry = ctx.models.resolve(job.model)
+        task = entry.check_task(options.get("task"))
+        restorer = ctx.restorers.get(entry)
         with self.stage("restore"):
-            pixels = restorer.restore(decoded.pixels, self.check_stop)
+            pixels = restorer.restore(decoded.pixels, self.check_stop, task)
         with self.stage("encode"):
             encoded = imaging.encode(
                 decoded,

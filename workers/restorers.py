@@ -1,39 +1,48 @@
-"""Turning a catalogue entry into a loaded model that restores a whole image.
+"""Turning a model entry into a loaded model that restores a whole photo of any size.
 
-Models load once per process and stay warm: loading MIRNet's 32 M parameters costs far more
-than restoring one photo. Weights come from the model directory, or from the model store bucket
-into that directory; a model never runs on random weights: missing weights are
-``ModelUnavailable``, with the download address and the setting to fill in.
+Models load once per process and stay warm (least recently used ones are dropped past a memory
+budget): loading MIRNet's 32 M parameters costs far more than restoring one photo. Every model
+runs through the same tiled path, so any size fits in memory, and on CUDA out-of-memory the
+tile is halved instead of failing the job. A model never runs on random weights: missing
+weights are ``ModelUnavailable`` with the download address and the setting to fill in.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from shared.catalogue import ModelEntry, get_entry
-from shared.errors import InputNotFound, ModelUnavailable
+from shared.catalogue import OWN_ARCHITECTURES, ModelEntry
+from shared.errors import ModelUnavailable
+from shared.model_store import ModelStore
 from shared.settings import Settings
-from shared.storage import Storage
+from workers.tiling import SizeRequirements, TileConfig, restore_with_oom_fallback, tiled_forward
 
 log = logging.getLogger(__name__)
 
 StopCheck = Callable[[], None]
-"""Called between units of work; raises ``JobCancelled`` to stop a cancelled job."""
+"""Called between batches of tiles; raises ``JobCancelled`` to stop a cancelled job."""
+
+Forward = Callable[[torch.Tensor, str | None], torch.Tensor]
+"""``N x 3 x h x w`` in [0, 1] and a task name in, ``N x 3 x h*s x w*s`` out."""
 
 
 class Restorer(Protocol):
     name: str
+    nbytes: int
 
-    def restore(self, pixels: np.ndarray, check_stop: StopCheck | None = None) -> np.ndarray:
-        """H x W x 3 float32 RGB in [0, 1] in, the same shape out."""
+    def restore(
+        self, pixels: np.ndarray, check_stop: StopCheck | None = None, task: str | None = None
+    ) -> np.ndarray:
+        """H x W x 3 float32 RGB in [0, 1] in; H*s x W*s x 3 out (s: the task's scale)."""
         ...
 
 
@@ -43,113 +52,149 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-class WholeImageRestorer:
-    """Full resolution in one forward pass: pad to the architecture's multiple, run, crop back.
+def half_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype | None:
+    """The reduced precision to autocast to on CUDA, from the precisions the entry lists."""
+    if device.type != "cuda":
+        return None
+    if "bf16" in entry.precisions and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if "fp16" in entry.precisions:
+        return torch.float16
+    return None
 
-    The reference MIRNet project resizes to 400 px before inference; Darkroom never downsizes.
-    """
 
-    def __init__(self, name: str, model: torch.nn.Module, device: torch.device) -> None:
+class TiledRestorer:
+    """Full resolution, never downsized (the reference MIRNet project resizes to 400 px)."""
+
+    def __init__(
+        self,
+        name: str,
+        forward: Forward,
+        device: torch.device,
+        *,
+        size: SizeRequirements,
+        scale_for: Callable[[str | None], int],
+        tiles: TileConfig,
+        nbytes: int,
+    ) -> None:
         self.name = name
-        self.model = model.to(device).eval()
         self.device = device
-        self.multiple: int = getattr(model, "size_multiple", 8)
+        self.nbytes = nbytes
+        self._forward = forward
+        self._size = size
+        self._scale_for = scale_for
+        self._tiles = tiles
 
-    def restore(self, pixels: np.ndarray, check_stop: StopCheck | None = None) -> np.ndarray:
+    def restore(
+        self, pixels: np.ndarray, check_stop: StopCheck | None = None, task: str | None = None
+    ) -> np.ndarray:
         height, width = pixels.shape[:2]
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
-        tensor = tensor.to(self.device, dtype=torch.float32)
-        pad_h = (-height) % self.multiple
-        pad_w = (-width) % self.multiple
-        if pad_h or pad_w:
-            # Reflection keeps edge statistics natural; it needs the pad smaller than the side.
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            tensor = F.pad(tensor, (0, pad_w, 0, pad_h), mode=mode)
-        with torch.inference_mode():
-            restored = self.model(tensor)[:, :, :height, :width].clamp(0.0, 1.0)
-            return restored[0].permute(1, 2, 0).float().cpu().numpy()
+        chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
+        image = torch.from_numpy(chw)[None].to(self.device)
+
+        def run(config: TileConfig) -> torch.Tensor:
+            return tiled_forward(
+                lambda batch: self._forward(batch, task),
+                image,
+                scale=self._scale_for(task),
+                config=config,
+                size=self._size,
+                check_stop=check_stop,
+            )
+
+        restored = restore_with_oom_fallback(run, self._tiles, image_size=(height, width))
+        return restored[0].clamp_(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
 
 
-def _unavailable(entry: ModelEntry, path: Path, settings: Settings) -> ModelUnavailable:
-    where = " or ".join(entry.source_urls) or "its publisher"
-    store = (
-        f", or upload it to s3://{settings.model_bucket}/{settings.model_prefix}"
-        f"{entry.weights_file}"
-        if settings.model_bucket
-        else ""
-    )
-    return ModelUnavailable(
-        f"weights for model {entry.name!r} are not installed: download the published checkpoint "
-        f"from {where} and save it as {path.resolve()} "
-        f"(the folder is set by DARKROOM_MODEL_DIR){store}"
-    )
-
-
-BUNDLED_WEIGHTS = Path(__file__).with_name("weights")
-"""Weights shipped inside the package (Darkroom's own models), used when no override exists."""
-
-
-def weights_path(entry: ModelEntry, settings: Settings, storage: Storage | None) -> Path:
-    """Local path of the entry's checkpoint: the model directory first (an operator's file wins),
-    then the weights bundled with Darkroom, then the model store, fetched once."""
-    assert settings.model_dir is not None
-    path = settings.model_dir / entry.weights_file
-    if path.is_file():
-        return path
-    if entry.bundled and (BUNDLED_WEIGHTS / entry.weights_file).is_file():
-        return BUNDLED_WEIGHTS / entry.weights_file
-    if settings.model_bucket and storage is not None:
-        key = f"{settings.model_prefix}{entry.weights_file}"
-        try:
-            data = storage.get(settings.model_bucket, key)
-        except InputNotFound:
-            raise _unavailable(entry, path, settings) from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
-        part.write_bytes(data)
-        part.replace(path)
-        log.info("fetched weights for %s from s3://%s/%s", entry.name, settings.model_bucket, key)
-        return path
-    raise _unavailable(entry, path, settings)
-
-
-def _loader(architecture: str) -> Callable[[Path], torch.nn.Module]:
-    if architecture == "mirnet":
+def _own_model(entry: ModelEntry, path: Path) -> torch.nn.Module:
+    if entry.architecture == "mirnet":
         from workers.archs.mirnet import load_mirnet
 
-        return load_mirnet
-    if architecture == "nafnet-night":
-        from workers.archs.nafnet_night import load_night
+        return load_mirnet(path)
+    from workers.archs.nafnet_night import load_night
 
-        return load_night
-    raise ModelUnavailable(f"architecture {architecture!r} is not supported by this worker")
+    return load_night(path)
 
 
-def load_restorer(entry: ModelEntry, path: Path, device: torch.device) -> Restorer:
+def _module_bytes(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def load_restorer(
+    entry: ModelEntry, path: Path, device: torch.device, settings: Settings
+) -> Restorer:
+    tiles = TileConfig(tile=entry.tile, overlap=entry.overlap, batch_size=settings.tile_batch_size)
     try:
-        model = _loader(entry.architecture)(path)
+        if entry.architecture in OWN_ARCHITECTURES:
+            model = _own_model(entry, path).to(device).eval()
+            dtype = half_dtype(entry, device)
+
+            def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
+                autocast = torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
+                with autocast:
+                    return model(batch)
+
+            return TiledRestorer(
+                entry.name,
+                forward,
+                device,
+                size=SizeRequirements(multiple_of=getattr(model, "size_multiple", 8)),
+                scale_for=lambda task: 1,
+                tiles=tiles,
+                nbytes=_module_bytes(model),
+            )
+        from workers.spandrel_models import load_spandrel
+
+        loaded = load_spandrel(path, device, task_names=entry.tasks or None)
     except ValueError as exc:
         raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
-    return WholeImageRestorer(entry.name, model, device)
+    return TiledRestorer(
+        entry.name,
+        loaded.forward,
+        device,
+        size=SizeRequirements(
+            minimum=loaded.minimum_size, multiple_of=loaded.size_multiple, square=loaded.square
+        ),
+        scale_for=loaded.scale_for,
+        tiles=tiles,
+        nbytes=_module_bytes(loaded.descriptor.model),
+    )
 
 
 class RestorerCache:
-    """Loaded models of this process, keyed by name; loading is serialised by a lock."""
+    """Loaded models of this process, most recently used last; loading is serialised."""
 
-    def __init__(self, settings: Settings, storage: Storage | None) -> None:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
         self._settings = settings
-        self._storage = storage
+        self._store = store
         self._device = pick_device(settings.device)
-        self._loaded: dict[str, Restorer] = {}
+        self._budget = settings.model_cache_mb * 1024 * 1024
+        self._loaded: OrderedDict[str, Restorer] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Restorer:
+    def get(self, entry: ModelEntry) -> Restorer:
         with self._lock:
-            restorer = self._loaded.get(name)
-            if restorer is None:
-                entry = get_entry(name)
-                path = weights_path(entry, self._settings, self._storage)
-                restorer = load_restorer(entry, path, self._device)
-                self._loaded[name] = restorer
-                log.info("loaded model %s from %s on %s", name, path, self._device)
+            restorer = self._loaded.get(entry.name)
+            if restorer is not None:
+                self._loaded.move_to_end(entry.name)
+                return restorer
+            path = self._store.local_weights(entry)
+            restorer = load_restorer(entry, path, self._device, self._settings)
+            self._loaded[entry.name] = restorer
+            log.info("loaded model %s from %s on %s", entry.name, path, self._device)
+            self._evict()
             return restorer
+
+    def _evict(self) -> None:
+        while len(self._loaded) > 1 and sum(r.nbytes for r in self._loaded.values()) > self._budget:
+            name, _ = self._loaded.popitem(last=False)
+            log.info(
+                "unloaded model %s (model cache over %d MB)", name, self._settings.model_cache_mb
+            )
+            if self._device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self._loaded)

@@ -30,7 +30,7 @@ def _warm_up(**_: object) -> None:
     so no CUDA state exists before a fork."""
     ctx = context()
     for name in ctx.settings.preload_models:
-        ctx.restorers.get(name)
+        ctx.restorers.get(ctx.models.resolve(name))
 
 
 @app.task(name=RESTORE_TASK, bind=True, max_retries=None)

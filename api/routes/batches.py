@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import DispatcherDep, SessionDep, SettingsDep, StorageDep
+from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageDep
 from api.schemas import BatchCreate, BatchOut
 from shared import jobs, service
 
@@ -21,12 +21,14 @@ def create_batch(
     settings: SettingsDep,
     storage: StorageDep,
     dispatcher: DispatcherDep,
+    models: ModelsDep,
 ) -> BatchOut:
     batch = service.submit_batch(
         session,
         settings,
         dispatcher,
         storage,
+        models,
         model=body.model,
         keys=body.keys,
         prefix=body.prefix,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 
-from api.deps import DispatcherDep, SessionDep, SettingsDep, StorageDep
+from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageDep
 from api.schemas import JobCreate, JobOut, JobPage
 from shared import jobs, service
 from shared.errors import InvalidRequest, PayloadTooLarge
@@ -100,6 +100,7 @@ async def create_job(
     settings: SettingsDep,
     storage: StorageDep,
     dispatcher: DispatcherDep,
+    models: ModelsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     body = await _read_job_request(request, settings, storage)
@@ -107,6 +108,7 @@ async def create_job(
         session,
         settings,
         dispatcher,
+        models,
         model=body.model,
         input_key=body.input_key,
         input_bucket=body.input_bucket,

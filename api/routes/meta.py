@@ -5,17 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
-from api.deps import DispatcherDep, SessionDep, SettingsDep, StorageDep
+from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageDep
 from api.schemas import ModelOut, Readiness
-from shared.catalogue import CATALOGUE
 
 router = APIRouter(tags=["meta"])
 
 
 @router.get("/v1/models", response_model=list[ModelOut])
-def list_models(settings: SettingsDep) -> list[ModelOut]:
+def list_models(settings: SettingsDep, models: ModelsDep) -> list[ModelOut]:
+    """Every model a job may name, and whether its weights are installed (``ready``)."""
     return [
-        ModelOut.from_entry(entry, settings.queue_for(entry.family)) for entry in CATALOGUE.values()
+        ModelOut.from_entry(entry, settings.queue_for(entry.family), ready=models.ready(entry))
+        for entry in models.entries()
     ]
 
 

@@ -135,7 +135,12 @@ def test_cancelling_a_queued_job_stops_it_before_it_runs(
 
     with session_factory(settings.database_url)() as session:
         job, _ = service.submit_job(
-            session, settings, Hold(), model="mirnet-lol", input_key="cancel-me.jpg"
+            session,
+            settings,
+            Hold(),
+            client.app.state.models,
+            model="mirnet-lol",
+            input_key="cancel-me.jpg",
         )
     response = client.delete(f"/v1/jobs/{job.id}")
     assert response.status_code == 200

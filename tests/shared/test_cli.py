@@ -81,5 +81,5 @@ def test_unknown_model_and_empty_input_are_refused(tmp_path: Path, photos: Path)
 def test_models_lists_the_catalogue_with_weight_state(tmp_path: Path, model_dir: Path) -> None:
     result = darkroom("models", env={"DARKROOM_MODEL_DIR": str(model_dir)}, cwd=tmp_path)
     assert result.returncode == 0
-    assert re.search(r"mirnet-lol .*installed", result.stdout)
-    assert re.search(r"mirnet-finetuned .*missing", result.stdout)
+    assert re.search(r"mirnet-lol .* yes ", result.stdout)
+    assert re.search(r"mirnet-finetuned .* no ", result.stdout)

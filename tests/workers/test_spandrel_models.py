@@ -22,7 +22,9 @@ from spandrel.architectures.NAFNet import NAFNet
 from spandrel.architectures.RetinexFormer import RetinexFormer
 from spandrel.architectures.SCUNet import SCUNet
 
-from workers.restorers import WholeImageRestorer
+from shared.catalogue import ModelEntry
+from shared.settings import Settings
+from workers.restorers import load_restorer
 from workers.spandrel_models import (
     IPT_PRETRAIN_TASKS,
     LoadedModel,
@@ -159,7 +161,19 @@ def test_loaded_model_drops_into_the_whole_image_restorer(tmp_path: Path) -> Non
     """The worker's restorer pads, calls and clamps; a LoadedModel fits where a Module did."""
     module = _seeded(SINGLE_TASK[3][1])  # FFTformer: needs sides that are multiples of 32
     loaded = load_spandrel(_save(module.state_dict(), tmp_path / "fftformer.pth"))
-    restorer = WholeImageRestorer("fftformer-test", loaded, torch.device("cpu"))  # type: ignore[arg-type]
+    assert loaded.architecture == "FFTformer"
+    entry = ModelEntry(
+        name="fftformer-test",
+        task="deblur",
+        architecture="FFTformer",
+        family="spandrel",
+        description="",
+        weights_file="fftformer.pth",
+        tile=64,
+        overlap=16,
+    )
+    path = tmp_path / "fftformer.pth"
+    restorer = load_restorer(entry, path, torch.device("cpu"), Settings(home=tmp_path))
     pixels = np.random.default_rng(0).random((40, 50, 3), dtype=np.float32)
     restored = restorer.restore(pixels)
     assert restored.shape == pixels.shape and restored.dtype == np.float32

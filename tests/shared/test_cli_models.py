@@ -1,0 +1,121 @@
+"""``darkroom models``: add, pull, list and verify against a real model store folder."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from spandrel.architectures.NAFNet import NAFNet
+
+from tests.shared.test_cli import darkroom
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"DARKROOM_MODEL_DIR": str(tmp_path / "store"), "DARKROOM_DEVICE": "cpu"}
+
+
+@pytest.fixture
+def nafnet_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = NAFNet(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1])
+    path = tmp_path / "my-deblur.pth"
+    torch.save({"params": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on loopback, standing in for a publisher's download link."""
+    root = tmp_path / "published"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+def test_add_registers_a_spandrel_checkpoint_and_a_job_can_use_it(
+    nafnet_file: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    added = darkroom(
+        "models",
+        "add",
+        str(nafnet_file),
+        "--name",
+        "my-deblur",
+        "--task",
+        "deblur",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "NAFNet" in added.stdout
+    listed = darkroom("models", "list", env=env, cwd=tmp_path)
+    assert "my-deblur" in listed.stdout and "darkroom.spandrel" in listed.stdout
+
+    photo = tmp_path / "in" / "shot.png"
+    photo.parent.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (90, 60, 30)).save(photo)
+    run = darkroom(
+        "submit", str(photo.parent), "--model", "my-deblur", "--out", "out", env=env, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert Image.open(tmp_path / "out" / "shot.png").size == (40, 30)
+
+
+def test_add_refuses_files_spandrel_does_not_recognise(tmp_path: Path, env: dict[str, str]) -> None:
+    junk = tmp_path / "junk.pth"
+    torch.save({"weight": torch.zeros(3, 3)}, junk)
+    result = darkroom(
+        "models", "add", str(junk), "--name", "junk", "--task", "denoise", env=env, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "not a checkpoint spandrel recognises" in " ".join(result.stderr.split())
+    assert not (tmp_path / "store" / "junk.json").exists()
+
+
+def test_pull_verifies_sha256_and_verify_catches_tampering(
+    file_server: tuple[str, Path], nafnet_file: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    base, root = file_server
+    published = root / "NAFNet-GoPro-width32.pth"
+    published.write_bytes(nafnet_file.read_bytes())
+    digest = hashlib.sha256(published.read_bytes()).hexdigest()
+    url = f"{base}/{published.name}"
+
+    wrong = darkroom(
+        "models", "pull", "nafnet-gopro", "--url", url, "--sha256", "0" * 64, env=env, cwd=tmp_path
+    )
+    assert wrong.returncode == 1 and "expected" in wrong.stderr
+    assert not (tmp_path / "store" / published.name).exists()
+
+    good = darkroom(
+        "models", "pull", "nafnet-gopro", "--url", url, "--sha256", digest, env=env, cwd=tmp_path
+    )
+    assert good.returncode == 0, good.stderr
+    assert (tmp_path / "store" / published.name).read_bytes() == published.read_bytes()
+    assert darkroom("models", "verify", "nafnet-gopro", env=env, cwd=tmp_path).returncode == 0
+
+    (tmp_path / "store" / published.name).write_bytes(b"tampered")
+    tampered = darkroom("models", "verify", "nafnet-gopro", env=env, cwd=tmp_path)
+    assert tampered.returncode == 1 and "mismatch" in tampered.stdout
+
+
+def test_pull_without_a_direct_link_says_where_to_get_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    result = darkroom("models", "pull", "retinexformer-lol", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "Retinexformer" in message and "--url" in message
