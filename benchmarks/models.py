@@ -1,0 +1,119 @@
+"""Megapixels per second per model and precision, through Darkroom's own tiled restorer.
+
+Architectures are built with their published hyper-parameters and random weights (speed does
+not depend on the weights), except darkroom-night, which runs its shipped weights. Run:
+
+    .venv/bin/python -m benchmarks.models [--device cpu|cuda] [--size 512] [--repeat 3]
+        [--models darkroom-night,mirnet-lol,...]
+
+On CPU the heavy models take minutes per tile; pick models with --models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from shared.catalogue import CATALOGUE, ModelEntry
+from shared.model_store import BUNDLED_WEIGHTS
+from shared.settings import Settings
+from workers.restorers import load_restorer
+
+
+def _spandrel_builders() -> dict[str, Callable[[], torch.nn.Module]]:
+    from spandrel.architectures.FFTformer import FFTformer
+    from spandrel.architectures.IPT import IPT
+    from spandrel.architectures.NAFNet import NAFNet
+    from spandrel.architectures.RetinexFormer import RetinexFormer
+    from spandrel.architectures.SCUNet import SCUNet
+
+    return {
+        "nafnet-gopro": lambda: NAFNet(
+            width=32, enc_blk_nums=[1, 1, 1, 28], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1]
+        ),
+        "retinexformer-lol": lambda: RetinexFormer(),
+        "scunet-real": lambda: SCUNet(),
+        "fftformer-gopro": lambda: FFTformer(),
+        "ipt-denoise-30": lambda: IPT(scale=[1]),
+    }
+
+
+def checkpoint(name: str, folder: Path) -> Path:
+    """A weights file for ``name``: the shipped one, or random weights in the publisher's layout."""
+    entry = CATALOGUE[name]
+    if entry.bundled:
+        return BUNDLED_WEIGHTS / entry.weights_file
+    path = folder / entry.weights_file
+    torch.manual_seed(0)
+    if entry.architecture == "mirnet":
+        from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
+
+        save_mirnet_checkpoint(MIRNet(), path)
+    else:
+        torch.save(_spandrel_builders()[name]().state_dict(), path)
+    return path
+
+
+def measure(
+    entry: ModelEntry, path: Path, device: torch.device, precision: str, size: int, repeat: int
+) -> float:
+    tuned = dataclasses.replace(entry, precisions=(precision,), tile=size)
+    restorer = load_restorer(tuned, path, device, Settings(tile_batch_size=1))
+    pixels = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+    restorer.restore(pixels)  # warm-up: cuDNN autotuning, allocator
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        restorer.restore(pixels)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return repeat * size * size / 1e6 / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--models", default="darkroom-night,nafnet-gopro,retinexformer-lol,scunet-real,mirnet-lol"
+    )
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    precisions = ["fp32"] + (["bf16", "fp16"] if device.type == "cuda" else [])
+    console = Console()
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    table = Table(
+        "model",
+        *[f"{p} MP/s" for p in precisions],
+        title=f"{label}, {args.size}x{args.size} tiles, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            entry = CATALOGUE[name]
+            path = checkpoint(name, Path(tmp))
+            cells = []
+            for precision in precisions:
+                if precision != "fp32" and precision not in entry.precisions:
+                    cells.append("-")
+                    continue
+                rate = measure(entry, path, device, precision, args.size, args.repeat)
+                cells.append(f"{rate:.3f}")
+            table.add_row(name, *cells)
+            console.print(f"{name}: {' '.join(cells)}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
