@@ -17,7 +17,14 @@ from shared.options import JobOptions
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(default=DEFAULT_MODEL, description="A name from GET /v1/models.")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        max_length=255,
+        description=(
+            "A name from GET /v1/models, the preset 'handheld-night', or a chain of steps run "
+            "in one worker: 'a+b+c', each step 'model' or 'model:task'."
+        ),
+    )
     input_key: str = Field(min_length=1, max_length=1024, description="Object key of the photo.")
     input_bucket: str | None = Field(
         default=None, description="An allowed input bucket; the configured input bucket if unset."
@@ -105,7 +112,7 @@ class JobPage(BaseModel):
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = DEFAULT_MODEL
+    model: str = Field(default=DEFAULT_MODEL, max_length=255)
     keys: list[str] | None = Field(default=None, max_length=100_000)
     prefix: str | None = Field(default=None, max_length=1024)
     input_bucket: str | None = None

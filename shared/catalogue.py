@@ -213,6 +213,12 @@ CATALOGUE: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
 
 DEFAULT_MODEL = "darkroom-night"
 
+PRESETS: dict[str, str] = {
+    "handheld-night": "retinexformer-lol+nafnet-gopro+scunet-real",
+}
+"""Named chains. A chain is steps joined by ``+``, each ``model`` or ``model:task``, run one
+after another in one worker on the decoded pixels (no re-encoding between steps)."""
+
 
 def get_entry(name: str) -> ModelEntry:
     """A catalogue entry; models registered at run time are resolved by ``ModelStore``."""

@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.catalogue import CATALOGUE, ModelEntry
+from shared.catalogue import CATALOGUE, PRESETS, ModelEntry
 from shared.errors import InputNotFound, InvalidRequest, ModelNotFound, ModelUnavailable
 from shared.settings import Settings
 from shared.storage import Storage
@@ -125,6 +125,17 @@ class ModelStore:
             known = ", ".join(sorted(e.name for e in self.entries()))
             raise ModelNotFound(f"unknown model {name!r}; known models: {known}")
         return manifest_entry(json.loads(data))
+
+    def chain(self, model: str) -> list[tuple[ModelEntry, str | None]]:
+        """The steps a job's ``model`` names: one model, a preset, or ``a+b:task+c``; each
+        step's entry and the task it runs (validated)."""
+        spec = PRESETS.get(model, model)
+        steps = []
+        for part in spec.split("+"):
+            name, _, task = part.strip().partition(":")
+            entry = self.resolve(name)
+            steps.append((entry, entry.check_task(task or None)))
+        return steps
 
     def ready(self, entry: ModelEntry) -> bool:
         """Whether a worker can load the entry's weights without an operator's help."""

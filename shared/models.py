@@ -45,7 +45,7 @@ class Batch(Base):
     __tablename__ = "batches"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    model: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(255))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     input_prefix: Mapped[str | None] = mapped_column(String(1024))
     job_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -64,7 +64,7 @@ class Job(Base):
         Uuid, ForeignKey("batches.id", ondelete="CASCADE")
     )
     status: Mapped[JobStatus] = mapped_column(_status_type, default=JobStatus.queued, index=True)
-    model: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(255))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     input_bucket: Mapped[str] = mapped_column(String(255))
     input_key: Mapped[str] = mapped_column(String(1024))

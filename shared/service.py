@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import jobs
-from shared.catalogue import ModelEntry
 from shared.errors import InputNotAllowed, InvalidRequest
 from shared.model_store import ModelStore
 from shared.models import Batch, Job
@@ -77,10 +76,21 @@ def _check_input(settings: Settings, bucket: str, key: str) -> None:
     validate_key(key)
 
 
-def _normalise_options(entry: ModelEntry, options: dict[str, Any] | None) -> dict[str, Any]:
+def _plan(
+    models: ModelStore, model: str, options: dict[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
+    """Validate the model (or chain) and options; returns the queue family and the options.
+
+    A chain runs on the queue of its first step, so workers serving chains hold every model
+    of the chain.
+    """
     normalised = JobOptions.model_validate(options or {}).model_dump(exclude_none=True)
-    entry.check_task(normalised.get("task"))
-    return normalised
+    steps = models.chain(model)
+    if len(steps) > 1 and "task" in normalised:
+        raise InvalidRequest("a chain names each step's task as 'model:task', not with 'task'")
+    if len(steps) == 1:
+        steps[0][0].check_task(normalised.get("task"))
+    return steps[0][0].family, normalised
 
 
 def submit_job(
@@ -97,10 +107,9 @@ def submit_job(
 ) -> tuple[Job, bool]:
     """Create and enqueue one job. Returns (job, created); a repeated idempotency key returns the
     first job and sends nothing."""
-    entry = models.resolve(model)
+    family, normalised = _plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
     _check_input(settings, bucket, input_key)
-    normalised = _normalise_options(entry, options)
     if idempotency_key:
         existing = jobs.find_by_idempotency_key(session, idempotency_key)
         if existing is not None:
@@ -108,7 +117,7 @@ def submit_job(
     try:
         job = jobs.create_job(
             session,
-            model=entry.name,
+            model=model,
             input_bucket=bucket,
             input_key=input_key,
             options=normalised,
@@ -122,7 +131,7 @@ def submit_job(
         if existing is None:
             raise
         return existing, False
-    dispatcher.dispatch([(job.id, entry.family)])
+    dispatcher.dispatch([(job.id, family)])
     return job, True
 
 
@@ -140,7 +149,7 @@ def submit_batch(
     options: dict[str, Any] | None = None,
 ) -> Batch:
     """One job per image, from an explicit key list or every object under a prefix."""
-    entry = models.resolve(model)
+    family, normalised = _plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
     if bool(keys) == bool(prefix is not None):
         raise InvalidRequest("give either 'keys' or 'prefix', not both and not neither")
@@ -156,16 +165,15 @@ def submit_batch(
         raise InvalidRequest(f"a batch holds at most {settings.max_batch_size} images")
     for key in keys:
         _check_input(settings, bucket, key)
-    normalised = _normalise_options(entry, options)
     batch, job_ids = jobs.create_batch(
         session,
-        model=entry.name,
+        model=model,
         options=normalised,
         inputs=[(bucket, key) for key in keys],
         input_prefix=prefix,
     )
     session.commit()
-    dispatcher.dispatch([(job_id, entry.family) for job_id in job_ids])
+    dispatcher.dispatch([(job_id, family) for job_id in job_ids])
     return batch
 
 

@@ -115,11 +115,14 @@ class _Run:
             data = ctx.storage.get(job.input_bucket, job.input_key)
         with self.stage("decode"):
             decoded = imaging.decode(data, max_pixels=ctx.settings.max_pixels)
-        entry = ctx.models.resolve(job.model)
-        task = entry.check_task(options.get("task"))
-        restorer = ctx.restorers.get(entry)
+        steps = ctx.models.chain(job.model)
+        if len(steps) == 1:
+            steps = [(steps[0][0], steps[0][0].check_task(options.get("task")))]
+        restorers = [(ctx.restorers.get(entry), task) for entry, task in steps]
         with self.stage("restore"):
-            pixels = restorer.restore(decoded.pixels, self.check_stop, task)
+            pixels = decoded.pixels
+            for restorer, task in restorers:  # one decode, one encode, whatever the chain
+                pixels = restorer.restore(pixels, self.check_stop, task)
         with self.stage("encode"):
             encoded = imaging.encode(
                 decoded,

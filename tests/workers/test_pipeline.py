@@ -108,3 +108,52 @@ def test_weights_are_fetched_from_the_model_store_once(
     job_id = _new_job(settings, "store.jpg")
     assert run_job(job_id, ctx) == JobStatus.succeeded
     assert (cache / "mirnet-lol.pt").read_bytes() == (model_dir / "mirnet-lol.pt").read_bytes()
+
+
+def test_a_chain_runs_every_step_on_the_pixels_without_reencoding(
+    settings: Settings, s3, model_dir
+) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    s3.put_object(Bucket=settings.input_bucket, Key="chain.png", Body=_png_bytes())
+    ctx = WorkerContext.build(settings)
+    single, chained = (
+        _new_job(settings, "chain.png"),
+        _new_job(settings, "chain.png", model="mirnet-lol+mirnet-lol"),
+    )
+    assert run_job(single, ctx) == JobStatus.succeeded
+    assert run_job(chained, ctx) == JobStatus.succeeded
+
+    def result(job_id: uuid.UUID) -> np.ndarray:
+        job = _job(settings, job_id)
+        body = s3.get_object(Bucket=job.output_bucket, Key=job.output_key)["Body"].read()
+        return np.asarray(Image.open(io.BytesIO(body)), dtype=np.float32)
+
+    once = result(single)
+    twice = result(chained)
+    assert once.shape == twice.shape == (24, 32, 3)
+    assert np.abs(once - twice).mean() > 0.5  # the second step really ran
+
+
+def test_unknown_steps_and_tasks_are_refused_at_submission(client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    bad_step = client.post("/v1/jobs", json={"input_key": "a.png", "model": "mirnet-lol+nope"})
+    assert bad_step.status_code == 422 and bad_step.json()["code"] == "model_not_found"
+    bad_task = client.post("/v1/jobs", json={"input_key": "a.png", "model": "ipt-pretrain:sr-x9"})
+    assert bad_task.status_code == 400 and "sr-x3" in bad_task.json()["message"]
+    preset = client.post("/v1/jobs", json={"input_key": "a.png", "model": "handheld-night"})
+    assert preset.status_code == 202 and preset.json()["model"] == "handheld-night"
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = (np.random.default_rng(3).random((24, 32, 3)) * 120).astype("uint8")
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()

@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "batches",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("model", sa.String(length=100), nullable=False),
+        sa.Column("model", sa.String(length=255), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("input_prefix", sa.String(length=1024), nullable=True),
         sa.Column("job_count", sa.Integer(), nullable=False),
@@ -46,7 +46,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("model", sa.String(length=100), nullable=False),
+        sa.Column("model", sa.String(length=255), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("input_bucket", sa.String(length=255), nullable=False),
         sa.Column("input_key", sa.String(length=1024), nullable=False),
