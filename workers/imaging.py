@@ -26,7 +26,7 @@ import re
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -385,6 +385,16 @@ def encode(
     if decoded.alpha is not None and target in _ALPHA_FORMATS:
         alpha = _alpha_for(decoded.alpha, width, height)
 
+    if _stays_gray(decoded, alpha):
+        # A grayscale photo comes back grayscale (same luma weights as Pillow's "L").
+        gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        sixteen = decoded.bit_depth == 16 and target in ("PNG", "TIFF")
+        image = Image.fromarray(
+            _quantise(gray, 65535, np.uint16) if sixteen else _quantise(gray, 255, np.uint8)
+        )
+        # The kept profile is an RGB one (see decode): it would mislabel a gray file.
+        data = _save_with_pillow(image, target, replace(decoded, icc_profile=None), jpeg_quality)
+        return EncodedImage(data, target, _EXTENSIONS[target], _CONTENT_TYPES[target])
     planes = rgb if alpha is None else np.concatenate([rgb, alpha[:, :, None]], axis=2)
     if decoded.bit_depth == 16 and target == "PNG":
         data = _png16(_quantise(planes, 65535, np.uint16), decoded.icc_profile, decoded.exif)
@@ -397,6 +407,14 @@ def encode(
         extension=_EXTENSIONS[target],
         content_type=_CONTENT_TYPES[target],
     )
+
+
+_GRAY_MODES = frozenset({"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def _stays_gray(decoded: DecodedImage, alpha: np.ndarray | None) -> bool:
+    """Gray inputs without transparency keep one channel in the output."""
+    return decoded.mode in _GRAY_MODES and alpha is None
 
 
 def _clamped(pixels: np.ndarray) -> np.ndarray:

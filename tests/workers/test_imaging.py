@@ -384,22 +384,36 @@ def test_16_bit_grayscale_png_keeps_full_precision() -> None:
     assert decoded.pixels[0, 2, 0] < decoded.pixels[0, 3, 0]
 
 
-def test_16_bit_input_gives_a_16_bit_png_with_metadata() -> None:
-    icc = _srgb_icc()
+def test_16_bit_gray_input_gives_a_16_bit_gray_png_with_metadata() -> None:
     values = np.array([[0, 1, 1000, 1100], [257, 30000, 65534, 65535]], dtype=np.uint16)
-    data = _save(Image.fromarray(values), "PNG", icc_profile=icc, exif=_exif())
+    data = _save(Image.fromarray(values), "PNG", exif=_exif())
     decoded = decode(data, max_pixels=MAX)
 
     encoded = encode(decoded, decoded.pixels)
 
-    depth, color_type, samples = _read_png16(encoded.data)
-    assert (depth, color_type) == (16, 2)
-    for channel in range(3):
-        np.testing.assert_array_equal(samples[:, :, channel], values)
-    out = _open(encoded.data)  # Pillow accepts it (CRCs, zlib stream, chunk order)
-    assert out.size == (4, 2)
-    assert out.info.get("icc_profile") == icc
+    out = _open(encoded.data)
+    assert out.mode.startswith("I")  # one 16-bit channel, not RGB
+    np.testing.assert_array_equal(np.asarray(out).astype(np.uint16), values)
     assert out.getexif()[MAKE] == "Darkroom Camera"
+
+
+def test_8_bit_gray_stays_gray_and_colour_stays_colour() -> None:
+    gray = decode(_save(Image.new("L", (6, 4), 77), "JPEG"), max_pixels=MAX)
+    assert _open(encode(gray, gray.pixels).data).mode == "L"
+    colour = decode(_save(Image.new("RGB", (6, 4), (70, 80, 90)), "JPEG"), max_pixels=MAX)
+    assert _open(encode(colour, colour.pixels).data).mode == "RGB"
+
+
+def test_16_bit_colour_png_output_is_16_bit() -> None:
+    icc = _srgb_icc()
+    decoded = decode(
+        _save(Image.new("RGB", (4, 2), (10, 200, 30)), "PNG", icc_profile=icc), max_pixels=MAX
+    )
+    decoded.bit_depth = 16  # Pillow reads 16-bit colour PNGs as 8-bit; the writer still must work
+    depth, color_type, samples = _read_png16(encode(decoded, decoded.pixels).data)
+    assert (depth, color_type) == (16, 2)
+    np.testing.assert_array_equal(samples[0, 0], [10 * 257, 200 * 257, 30 * 257])
+    assert _open(encode(decoded, decoded.pixels).data).info.get("icc_profile") == icc
 
 
 def test_16_bit_rgba_png_output_keeps_alpha() -> None:
