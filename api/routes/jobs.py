@@ -13,6 +13,7 @@ from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageD
 from api.schemas import JobCreate, JobOut, JobPage
 from shared import jobs, service
 from shared.errors import InvalidRequest, PayloadTooLarge
+from shared.model_store import ModelStore
 from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage
@@ -47,7 +48,9 @@ def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
     )
 
 
-async def _read_job_request(request: Request, settings: Settings, storage: Storage) -> JobCreate:
+async def _read_job_request(
+    request: Request, settings: Settings, storage: Storage, models: ModelStore
+) -> JobCreate:
     """JSON names an object already in storage; multipart carries a small file to store first."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -72,6 +75,7 @@ async def _read_job_request(request: Request, settings: Settings, storage: Stora
             )
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"'options' is not valid JSON: {exc}") from exc
+        models.chain(body.model)  # refuse an unknown model before storing the upload
         storage.put(settings.input_bucket, key, data, upload.content_type)
         return body
     try:
@@ -103,7 +107,7 @@ async def create_job(
     models: ModelsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
-    body = await _read_job_request(request, settings, storage)
+    body = await _read_job_request(request, settings, storage, models)
     job, created = service.submit_job(
         session,
         settings,
