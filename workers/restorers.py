@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from shared.catalogue import OWN_ARCHITECTURES, ModelEntry
 from shared.errors import ModelUnavailable
@@ -76,11 +77,13 @@ class TiledRestorer:
         scale_for: Callable[[str | None], int],
         tiles: TileConfig,
         nbytes: int,
+        prepare: Callable[[torch.Tensor], Forward] | None = None,
     ) -> None:
         self.name = name
         self.device = device
         self.nbytes = nbytes
         self._forward = forward
+        self._prepare = prepare
         self._size = size
         self._scale_for = scale_for
         self._tiles = tiles
@@ -91,10 +94,11 @@ class TiledRestorer:
         height, width = pixels.shape[:2]
         chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
         image = torch.from_numpy(chw)[None].to(self.device)
+        forward = self._prepare(image) if self._prepare else self._forward
 
         def run(config: TileConfig) -> torch.Tensor:
             return tiled_forward(
-                lambda batch: self._forward(batch, task),
+                lambda batch: forward(batch, task),
                 image,
                 scale=self._scale_for(task),
                 config=config,
@@ -114,6 +118,35 @@ def _own_model(entry: ModelEntry, path: Path) -> torch.nn.Module:
     from workers.archs.nafnet_night import load_night
 
     return load_night(path)
+
+
+GAIN_PREVIEW_MIN = 256
+"""Smallest long side of the preview the night model's exposure is estimated on."""
+
+
+def _global_gain(
+    model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], Forward]:
+    """The night model picks an exposure from the whole frame; tile by tile, every tile would
+    pick its own. Estimate it once on the photo (downscaled to one tile) and give it to all."""
+
+    def prepare(image: torch.Tensor) -> Forward:
+        longest = max(image.shape[-2:])
+        side = max(entry.tile, GAIN_PREVIEW_MIN)
+        preview = image
+        if entry.tile and longest > side:
+            preview = F.interpolate(image, scale_factor=side / longest, mode="area")
+        autocast = torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
+        with torch.inference_mode(), autocast:
+            log_gain = model.estimate_log_gain(preview)
+
+        def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
+            with autocast:
+                return model(batch, log_gain.expand(batch.shape[0], -1))
+
+        return forward
+
+    return prepare
 
 
 def _module_bytes(module: torch.nn.Module) -> int:
@@ -143,6 +176,9 @@ def load_restorer(
                 scale_for=lambda task: 1,
                 tiles=tiles,
                 nbytes=_module_bytes(model),
+                prepare=_global_gain(model, entry, dtype)
+                if entry.architecture == "nafnet-night"
+                else None,
             )
         from workers.spandrel_models import load_spandrel
 

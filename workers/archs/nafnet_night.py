@@ -180,21 +180,39 @@ class NightNAFNet(nn.Module):
             "in_channels": self.in_channels,
         }
 
-    def forward(self, inp: Tensor) -> Tensor:
+    def _encode(self, inp: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Pad, run intro, encoders and middle; return the padded input, bottleneck and skips."""
         _, _, h, w = inp.shape
         m = self.size_multiple
         ph, pw = (-h) % m, (-w) % m
         x_in = F.pad(inp, (0, pw, 0, ph), mode="reflect") if (ph or pw) else inp
-
         x = self.intro(x_in)
         skips = []
         for enc, down in zip(self.encoders, self.downs, strict=True):
             x = enc(x)
             skips.append(x)
             x = down(x)
-        x = self.middle(x)
-        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-        log_gain = self.gain(pooled).clamp(-1.0, 4.0)
+        return x_in, self.middle(x), skips
+
+    def _log_gain(self, bottleneck: Tensor) -> Tensor:
+        pooled = torch.cat([bottleneck.mean(dim=(2, 3)), bottleneck.amax(dim=(2, 3))], dim=1)
+        return self.gain(pooled).clamp(-1.0, 4.0)
+
+    def estimate_log_gain(self, inp: Tensor) -> Tensor:
+        """The per-channel log-gain (N x C) the network picks for ``inp``.
+
+        Restoring a large photo tile by tile, each tile would pick its own exposure and the
+        result would be a patchwork; the restorer estimates the gain once on the whole photo
+        (downscaled) and passes it to every tile through ``forward(..., log_gain=...)``.
+        """
+        _, bottleneck, _ = self._encode(inp)
+        return self._log_gain(bottleneck)
+
+    def forward(self, inp: Tensor, log_gain: Tensor | None = None) -> Tensor:
+        _, _, h, w = inp.shape
+        x_in, x, skips = self._encode(inp)
+        if log_gain is None:
+            log_gain = self._log_gain(x)
         for dec, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
             x = dec(up(x) + skip)
         base = x_in * torch.exp(log_gain)[:, :, None, None]
