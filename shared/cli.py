@@ -241,11 +241,13 @@ def _progress() -> Progress:
 
 
 def _run_inline(settings: Settings, job_ids: list[uuid.UUID]) -> None:
+    from workers import maintenance
     from workers.pipeline import WorkerContext, run_inline
 
     # Per-job failures are summarised after the progress bar; keep only real trouble here.
     logging.getLogger("workers").setLevel(logging.ERROR)
     ctx = WorkerContext.build(settings)
+    maintenance.start(ctx, service.NoDispatch())  # heartbeats, so a poller never reaps ours
     failed = 0
     with _progress() as progress:
         task = progress.add_task("jobs", total=len(job_ids), failed=0)

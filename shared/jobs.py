@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -159,10 +159,54 @@ def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> bool:
         attempts=Job.attempts + 1,
         worker_host=worker_host,
         started_at=utcnow(),
+        heartbeat_at=utcnow(),
         progress=0.0,
         error_code=None,
         error_message=None,
     )
+
+
+def heartbeat(session: Session, job_ids: Collection[uuid.UUID]) -> None:
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.running)
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def reap(
+    session: Session, *, stale_after_s: float, max_attempts: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Jobs whose worker stopped sending heartbeats (killed, out of memory, node lost): put
+    them back to ``queued`` and return (id, model) to re-send, or fail those out of attempts.
+
+    Each change is the same conditional update as everywhere else, so a worker that was only
+    slow and finishes after all cannot be overwritten, and several reapers can run at once.
+    """
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    stale = session.execute(
+        select(Job.id, Job.model, Job.attempts).where(
+            Job.status == JobStatus.running, Job.heartbeat_at < cutoff
+        )
+    ).all()
+    requeued = []
+    for job_id, model, attempts in stale:
+        lost = "the worker running this job stopped responding"
+        if attempts >= max_attempts:
+            fail(session, job_id, code="worker_lost", message=f"{lost} ({attempts} attempts)")
+        elif _transition(
+            session,
+            job_id,
+            [JobStatus.running],
+            status=JobStatus.queued,
+            error_code="worker_lost",
+            error_message=lost,
+            heartbeat_at=None,
+        ):
+            requeued.append((job_id, model))
+    return requeued
 
 
 def record_progress(

@@ -57,6 +57,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -79,6 +80,8 @@ class Job(Base):
     worker_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Refreshed by the worker while it runs the job; a stale one means the worker died."""
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     download_s: Mapped[float | None] = mapped_column(Float)
     decode_s: Mapped[float | None] = mapped_column(Float)

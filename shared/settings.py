@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     """Hard kill (prefork pool only; the solo pool relies on the soft limit)."""
     max_attempts: int = 3
     """A job is retried on transient errors (or redelivered) at most this many times."""
+    heartbeat_interval_s: float = 10.0
+    """How often a worker records that it is still running a job."""
+    stale_after_s: float = 120.0
+    """A running job with no heartbeat for this long has lost its worker and is requeued."""
+    maintenance_interval_s: float = 30.0
+    """How often each worker looks for such jobs."""
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 60.0
 

@@ -55,6 +55,8 @@ class WorkerContext:
     models: ModelStore
     restorers: RestorerCache
     host: str = field(default_factory=socket.gethostname)
+    running: set[uuid.UUID] = field(default_factory=set)
+    """Jobs this process is running now; a background thread sends their heartbeats."""
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -134,13 +136,14 @@ class _Run:
         with self.stage("upload"):
             ctx.storage.put(ctx.settings.output_bucket, key, encoded.data, encoded.content_type)
         with ctx.sessions.begin() as session:
-            jobs.succeed(
+            if not jobs.succeed(
                 session,
                 job.id,
                 output_bucket=ctx.settings.output_bucket,
                 output_key=key,
                 timings=self.timings,
-            )
+            ):
+                log.warning("job %s was taken from this worker before it finished", job.id)
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
@@ -157,6 +160,15 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
         raise RetryLater(backoff(ctx.settings, 1), DatabaseUnavailable(str(exc))) from exc
 
     run = _Run(ctx, job)
+    ctx.running.add(job_id)
+    try:
+        return _execute(ctx, job, run)
+    finally:
+        ctx.running.discard(job_id)
+
+
+def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus:
+    job_id = job.id
     try:
         run.execute()
         log.info("job %s succeeded in %.2fs", job_id, sum(run.timings.values()))

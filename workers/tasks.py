@@ -9,7 +9,9 @@ from celery import Task
 from celery.signals import worker_process_init
 
 from shared.queue import RESTORE_TASK, get_celery
+from shared.service import make_dispatcher
 from shared.settings import get_settings
+from workers import maintenance
 from workers.pipeline import RetryLater, WorkerContext, run_job
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ def _warm_up(**_: object) -> None:
     """Build the context (and load preloaded models) in the worker process, never at import,
     so no CUDA state exists before a fork."""
     ctx = context()
+    maintenance.start(ctx, make_dispatcher(ctx.settings))
     for name in ctx.settings.preload_models:
         ctx.restorers.get(ctx.models.resolve(name))
 

@@ -1,0 +1,81 @@
+"""Faults injected into real processes: a worker killed in the middle of a job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from shared import jobs, service
+from shared.db import session_factory
+from shared.model_store import ModelStore
+from shared.models import JobStatus
+from shared.settings import Settings
+from shared.storage import make_storage
+from tests import services
+from tests.conftest import jpeg_bytes
+
+
+def _status(settings: Settings, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    with Session(session_factory(settings.database_url).kw["bind"]) as session:
+        return jobs.get_job(session, job_id)
+
+
+def _wait(settings: Settings, job_id: uuid.UUID, wanted: set[JobStatus], timeout: float):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _status(settings, job_id)
+        if job.status in wanted:
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+
+
+def test_a_worker_killed_mid_job_is_recovered_and_the_job_succeeds_once(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    # Its own queues, and a fast heartbeat and reaper, so the test takes seconds, not minutes.
+    env = {
+        **service_env,
+        "DARKROOM_QUEUE_PREFIX": f"darkroom-kill-{uuid.uuid4().hex[:6]}",
+        "DARKROOM_HEARTBEAT_INTERVAL_S": "0.5",
+        "DARKROOM_STALE_AFTER_S": "4",
+        "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
+    }
+    settings = Settings(**{k.removeprefix("DARKROOM_").lower(): v for k, v in env.items()})
+    storage = make_storage(settings)
+    s3.put_object(Bucket=settings.input_bucket, Key="kill/big.jpg", Body=jpeg_bytes((1600, 1200)))
+    with session_factory(settings.database_url)() as session:
+        job, _ = service.submit_job(
+            session,
+            settings,
+            service.make_dispatcher(settings),
+            ModelStore(settings, storage),
+            model="mirnet-lol",
+            input_key="kill/big.jpg",
+        )
+
+    first = services.start_worker(env, tmp_path / "first.log")
+    try:
+        _wait(settings, job.id, {JobStatus.running}, 60)
+        time.sleep(1.0)  # well inside the restore stage
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        services.stop(first)
+    assert _status(settings, job.id).status == JobStatus.running  # orphaned, for now
+
+    second = services.start_worker(env, tmp_path / "second.log")
+    try:
+        done = _wait(settings, job.id, {JobStatus.succeeded, JobStatus.failed}, 120)
+    finally:
+        services.stop(second)
+    assert done.status == JobStatus.succeeded, (done.error_code, done.error_message)
+    assert done.attempts == 2
+    listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"results/{job.id}/")
+    assert [o["Key"] for o in listed["Contents"]] == [f"results/{job.id}/big.jpg"]
+    assert "requeued 1 jobs whose worker stopped" in (tmp_path / "second.log").read_text()

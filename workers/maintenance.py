@@ -1,0 +1,69 @@
+"""Recovering jobs whose worker died: every worker runs this in a background thread.
+
+A worker killed mid-job (SIGKILL, out of memory, a lost node) leaves its job ``running`` and
+its message unacknowledged until Redis's visibility timeout, hours later. So each worker
+process sends heartbeats for the jobs it runs, and any worker that sees one gone quiet puts the
+job back to ``queued`` and sends it again: it finishes minutes later on a live worker, once
+(the conditional updates in ``shared.jobs`` let only one delivery finish it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from shared import jobs
+from shared.errors import DarkroomError
+from shared.service import Dispatcher
+from workers.pipeline import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
+    """Requeue (and re-send) jobs whose worker stopped; returns how many were requeued."""
+    settings = ctx.settings
+    with ctx.sessions.begin() as session:
+        requeued = jobs.reap(
+            session, stale_after_s=settings.stale_after_s, max_attempts=settings.max_attempts
+        )
+    items = []
+    for job_id, model in requeued:
+        try:
+            items.append((job_id, ctx.models.chain(model)[0][0].family))
+        except DarkroomError as exc:  # its model was removed meanwhile
+            with ctx.sessions.begin() as session:
+                jobs.fail(session, job_id, code=exc.code, message=exc.message)
+    if items:
+        dispatcher.dispatch(items)
+        log.warning("requeued %d jobs whose worker stopped: %s", len(items), items)
+    return len(items)
+
+
+def beat_once(ctx: WorkerContext) -> None:
+    """Mark this process's running jobs alive."""
+    with ctx.sessions.begin() as session:
+        jobs.heartbeat(session, set(ctx.running))
+
+
+def start(ctx: WorkerContext, dispatcher: Dispatcher) -> threading.Event:
+    """Send heartbeats every ``heartbeat_interval_s`` and reap every ``maintenance_interval_s``,
+    in a thread of its own: a forward pass that takes minutes must not look like a dead worker.
+    Set the returned event to stop."""
+    stop = threading.Event()
+    settings = ctx.settings
+
+    def loop() -> None:
+        next_reap = time.monotonic() + settings.maintenance_interval_s
+        while not stop.wait(min(settings.heartbeat_interval_s, settings.maintenance_interval_s)):
+            try:
+                beat_once(ctx)
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + settings.maintenance_interval_s
+                    reap_once(ctx, dispatcher)
+            except Exception:  # a database hiccup must not kill the thread
+                log.exception("maintenance pass failed")
+
+    threading.Thread(target=loop, name="darkroom-maintenance", daemon=True).start()
+    return stop
