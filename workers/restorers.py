@@ -19,7 +19,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shared.catalogue import OWN_ARCHITECTURES, ModelEntry
 from shared.errors import ModelUnavailable
@@ -120,25 +119,31 @@ def _own_model(entry: ModelEntry, path: Path) -> torch.nn.Module:
     return load_night(path)
 
 
-GAIN_PREVIEW_MIN = 256
-"""Smallest long side of the preview the night model's exposure is estimated on."""
+GAIN_PIECE_MIN = 256
+"""Smallest side of the pieces the night model's exposure statistics are gathered on."""
 
 
 def _global_gain(
     model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None
 ) -> Callable[[torch.Tensor], Forward]:
     """The night model picks an exposure from the whole frame; tile by tile, every tile would
-    pick its own. Estimate it once on the photo (downscaled to one tile) and give it to all."""
+    pick its own. Estimate it once on the whole photo and give it to every tile."""
 
     def prepare(image: torch.Tensor) -> Forward:
-        longest = max(image.shape[-2:])
-        side = max(entry.tile, GAIN_PREVIEW_MIN)
-        preview = image
-        if entry.tile and longest > side:
-            preview = F.interpolate(image, scale_factor=side / longest, mode="area")
         autocast = torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
+        # The gain head averages over positions, so sums over pieces of the photo add up to
+        # the whole photo's; pieces of one tile keep memory bounded at full resolution.
+        step = max(entry.tile, GAIN_PIECE_MIN)
+        sums = counts = None
         with torch.inference_mode(), autocast:
-            log_gain = model.estimate_log_gain(preview)
+            for y in range(0, image.shape[2], step):
+                for x in range(0, image.shape[3], step):
+                    piece_sums, piece_counts = model.gain_stats(
+                        image[:, :, y : y + step, x : x + step]
+                    )
+                    sums = piece_sums if sums is None else sums + piece_sums
+                    counts = piece_counts if counts is None else counts + piece_counts
+            log_gain = model.log_gain_from_stats(sums, counts)
 
         def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
             with autocast:
