@@ -367,40 +367,41 @@ def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch
 
 @app.command("eval")
 def evaluate(
-    set_name: Annotated[
-        str, typer.Option("--set", help="kodak24-handheld-night or lol-sample.")
-    ] = "kodak24-handheld-night",
+    set_names: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="kodak24-handheld-night and/or lol-sample (default: both)."),
+    ] = None,
     model: Annotated[str, typer.Option(help="Model to score.")] = DEFAULT_MODEL,
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
     save: Annotated[Path | None, typer.Option(help="Write every output here as PNG.")] = None,
 ) -> None:
-    """PSNR and SSIM of a model on an evaluation set, next to the degraded input and a classical
+    """PSNR and SSIM of a model on evaluation sets, next to the degraded input and a classical
     baseline (needs the `eval` extra: scikit-image)."""
+    from workers.evaluation import SETS, load_set
     from workers.evaluation import evaluate as run_evaluation
-    from workers.evaluation import load_set
     from workers.restorers import RestorerCache
 
     settings = get_settings()
     store = ModelStore(settings, make_storage(settings))
     try:
-        entry = store.resolve(model)
-        pairs = load_set(set_name, settings.shared_dir, limit)
-        restorer = RestorerCache(settings, store).get(entry)
+        restorer = RestorerCache(settings, store).get(store.resolve(model))
+        sets = {name: load_set(name, settings.shared_dir, limit) for name in set_names or SETS}
     except DarkroomError as exc:
         raise _fail(f"{exc.code}: {exc.message}") from exc
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    if not pairs:
-        raise _fail(f"no images for {set_name!r} under {settings.shared_dir.resolve()}")
-    table = Table("method", "PSNR dB", "SSIM", "s/image", title=f"{set_name}, {len(pairs)} images")
-    for result in run_evaluation(pairs, model, restorer.restore, save):
-        table.add_row(
-            result.method,
-            f"{result.psnr:.2f}",
-            f"{result.ssim:.4f}",
-            f"{result.seconds_per_image:.2f}",
-        )
-    console.print(table)
+    for name, pairs in sets.items():
+        if not pairs:
+            raise _fail(f"no images for {name!r} under {settings.shared_dir.resolve()}")
+        table = Table("method", "PSNR dB", "SSIM", "s/image", title=f"{name}, {len(pairs)} images")
+        for result in run_evaluation(pairs, model, restorer.restore, save):
+            table.add_row(
+                result.method,
+                f"{result.psnr:.2f}",
+                f"{result.ssim:.4f}",
+                f"{result.seconds_per_image:.2f}",
+            )
+        console.print(table)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,8 @@ def load_restorer(
                 entry.name,
                 forward,
                 device,
-                size=SizeRequirements(multiple_of=getattr(model, "size_multiple", 8)),
+                # Multiples of 8 at least, as the reference MIRNet crops to; 16 for the night net.
+                size=SizeRequirements(multiple_of=max(getattr(model, "size_multiple", 8), 8)),
                 scale_for=lambda task: 1,
                 tiles=tiles,
                 nbytes=_module_bytes(model),

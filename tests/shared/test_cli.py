@@ -83,3 +83,19 @@ def test_models_lists_the_catalogue_with_weight_state(tmp_path: Path, model_dir:
     assert result.returncode == 0
     assert re.search(r"mirnet-lol .* yes ", result.stdout)
     assert re.search(r"mirnet-finetuned .* no ", result.stdout)
+
+
+def test_eval_prints_the_model_next_to_the_input_and_a_baseline(tmp_path: Path) -> None:
+    from tests.conftest import shared_dir
+
+    env = {"DARKROOM_SHARED_DIR": str(shared_dir())}
+    result = darkroom("eval", "--set", "lol-sample", "--limit", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {
+        cells[0]: float(cells[1])
+        for line in result.stdout.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 4
+        and cells[1].replace(".", "").isdigit()
+    }
+    assert set(rows) == {"input", "classical", "darkroom-night"}
+    assert rows["darkroom-night"] > rows["input"] + 8
