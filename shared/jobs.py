@@ -209,6 +209,20 @@ def reap(
     return requeued
 
 
+def queued_before(
+    session: Session, seconds: float, limit: int = 5000
+) -> list[tuple[uuid.UUID, str]]:
+    """(id, model) of jobs queued for longer than ``seconds``, oldest first."""
+    cutoff = utcnow() - timedelta(seconds=seconds)
+    rows = session.execute(
+        select(Job.id, Job.model)
+        .where(Job.status == JobStatus.queued, Job.created_at < cutoff)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return [(job_id, model) for job_id, model in rows]
+
+
 def record_progress(
     session: Session, job_id: uuid.UUID, progress: float, timings: dict[str, float]
 ) -> None:

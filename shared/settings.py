@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     stale_after_s: float = 120.0
     """A running job with no heartbeat for this long has lost its worker and is requeued."""
     maintenance_interval_s: float = 30.0
-    """How often each worker looks for such jobs."""
+    """How often each worker looks for such jobs, and for queued jobs the broker lost."""
+    reconcile_after_s: float = 60.0
+    """A job queued this long whose message is not in Redis is sent again."""
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 60.0
 

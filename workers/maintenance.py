@@ -14,6 +14,7 @@ import threading
 import time
 
 from shared import jobs
+from shared.broker import job_ids_in_broker
 from shared.errors import DarkroomError
 from shared.service import Dispatcher
 from workers.pipeline import WorkerContext
@@ -41,6 +42,38 @@ def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
     return len(items)
 
 
+def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
+    """Re-send queued jobs whose message the broker lost (a restarted or flushed Redis).
+
+    Only jobs queued for ``reconcile_after_s`` count, so a job committed a moment ago whose
+    message is still being sent is left alone; a job whose message is present is never sent
+    twice. Returns how many were re-sent.
+    """
+    settings = ctx.settings
+    if settings.execution != "celery":
+        return 0
+    with ctx.sessions() as session:
+        candidates = jobs.queued_before(session, settings.reconcile_after_s)
+    if not candidates:
+        return 0
+    items = []
+    for job_id, model in candidates:
+        try:
+            items.append((job_id, ctx.models.chain(model)[0][0].family))
+        except DarkroomError as exc:
+            with ctx.sessions.begin() as session:
+                jobs.fail(session, job_id, code=exc.code, message=exc.message)
+    queues = {settings.queue_for(family) for _, family in items}
+    present = job_ids_in_broker(settings.broker_url, queues)
+    if present is None:
+        return 0
+    missing = [(job_id, family) for job_id, family in items if str(job_id) not in present]
+    if missing:
+        dispatcher.dispatch(missing)
+        log.warning("re-sent %d queued jobs the broker no longer held", len(missing))
+    return len(missing)
+
+
 def beat_once(ctx: WorkerContext) -> None:
     """Mark this process's running jobs alive."""
     with ctx.sessions.begin() as session:
@@ -62,6 +95,7 @@ def start(ctx: WorkerContext, dispatcher: Dispatcher) -> threading.Event:
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + settings.maintenance_interval_s
                     reap_once(ctx, dispatcher)
+                    reconcile_once(ctx, dispatcher)
             except Exception:  # a database hiccup must not kill the thread
                 log.exception("maintenance pass failed")
 

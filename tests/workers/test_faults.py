@@ -79,3 +79,50 @@ def test_a_worker_killed_mid_job_is_recovered_and_the_job_succeeds_once(
     listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"results/{job.id}/")
     assert [o["Key"] for o in listed["Contents"]] == [f"results/{job.id}/big.jpg"]
     assert "requeued 1 jobs whose worker stopped" in (tmp_path / "second.log").read_text()
+
+
+def test_queued_jobs_whose_messages_redis_lost_are_sent_again_once(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    import redis
+
+    prefix = f"darkroom-lost-{uuid.uuid4().hex[:6]}"
+    env = {
+        **service_env,
+        "DARKROOM_QUEUE_PREFIX": prefix,
+        "DARKROOM_RECONCILE_AFTER_S": "0.5",
+        "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
+    }
+    settings = Settings(**{k.removeprefix("DARKROOM_").lower(): v for k, v in env.items()})
+    storage = make_storage(settings)
+    models = ModelStore(settings, storage)
+    dispatcher = service.make_dispatcher(settings)
+    ids = []
+    with session_factory(settings.database_url)() as session:
+        for index in range(6):
+            key = f"lost/{index}.jpg"
+            s3.put_object(Bucket=settings.input_bucket, Key=key, Body=jpeg_bytes(seed=index))
+            job, _ = service.submit_job(
+                session, settings, dispatcher, models, model="mirnet-lol", input_key=key
+            )
+            ids.append(job.id)
+
+    # Redis loses the first four messages (a restart without persistence, a flush, a failover).
+    broker = redis.Redis.from_url(settings.broker_url)
+    queue = settings.queue_for("mirnet")
+    assert broker.llen(queue) == 6
+    for _ in range(4):
+        broker.rpop(queue)  # kombu pushes on the left and consumes from the right: oldest first
+
+    worker = services.start_worker(env, tmp_path / "worker.log")
+    try:
+        finished = [
+            _wait(settings, job_id, {JobStatus.succeeded, JobStatus.failed}, 120) for job_id in ids
+        ]
+    finally:
+        services.stop(worker)
+    assert [job.status for job in finished] == [JobStatus.succeeded] * 6
+    assert all(job.attempts == 1 for job in finished)
+    log = (tmp_path / "worker.log").read_text()
+    assert "re-sent 4 queued jobs the broker no longer held" in log
+    assert log.count("Task darkroom.restore[") >= 6 and log.count("received") == 6

@@ -1,0 +1,48 @@
+"""What the broker still holds: the job ids in Redis queues and in flight.
+
+Redis keeps no data across a restart here (and a flushed or failed-over Redis loses messages
+anywhere), while the database still says those jobs are ``queued``. Reading the Redis lists
+tells which queued jobs no longer have a message, so the reconciler re-sends exactly those.
+Only the Redis transport is readable this way; for other brokers nothing is reconciled.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+UNACKED_KEY = "unacked"
+"""kombu's Redis transport keeps delivered, unacknowledged messages in this hash."""
+
+
+def _job_id(message: bytes | str) -> str | None:
+    try:
+        payload = json.loads(message)
+        if isinstance(payload, list):  # unacked entries are [message, exchange, routing key]
+            payload = payload[0]
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def job_ids_in_broker(broker_url: str, queues: Iterable[str]) -> set[str] | None:
+    """Job ids waiting in ``queues`` or delivered but unacknowledged; None if not Redis."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    client = redis.Redis.from_url(broker_url)
+    try:
+        messages = [m for queue in queues for m in client.lrange(queue, 0, -1)]
+        messages += client.hvals(UNACKED_KEY)
+    finally:
+        client.close()
+    return {job_id for m in messages if (job_id := _job_id(m)) is not None}

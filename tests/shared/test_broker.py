@@ -1,0 +1,36 @@
+"""Reading job ids out of a real Redis broker, queued and in flight."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import redis
+
+from shared.broker import UNACKED_KEY, job_ids_in_broker
+from shared.queue import enqueue_restore, make_celery
+from shared.settings import Settings
+
+
+def test_job_ids_in_queues_and_in_flight_are_found(redis_url: str) -> None:
+    settings = Settings(broker_url=redis_url, queue_prefix=f"broker-{uuid.uuid4().hex[:6]}")
+    waiting, in_flight = uuid.uuid4(), uuid.uuid4()
+    enqueue_restore(
+        make_celery(settings), settings, [(waiting, "darkroom"), (in_flight, "darkroom")]
+    )
+    client = redis.Redis.from_url(redis_url)
+    queue = settings.queue_for("darkroom")
+    # What a worker holds: the message leaves the list and waits, unacknowledged, in a hash.
+    message = client.rpop(queue)
+    tag = f"tag-{uuid.uuid4()}"
+    client.hset(UNACKED_KEY, tag, json.dumps([json.loads(message), "", queue]))
+    try:
+        found = job_ids_in_broker(redis_url, [queue])
+        assert found is not None and {str(waiting), str(in_flight)} <= found
+    finally:
+        client.hdel(UNACKED_KEY, tag)
+        client.delete(queue)
+
+
+def test_other_brokers_are_not_read() -> None:
+    assert job_ids_in_broker("amqp://guest@127.0.0.1//", ["q"]) is None
