@@ -31,6 +31,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
+        # A request must not hang on a dead broker: the reconciler sends what fails here.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         # Enforced by prefork only; the solo pool relies on the pipeline's own checks.
         task_soft_time_limit=settings.job_soft_time_limit_s,
         task_time_limit=settings.job_time_limit_s,

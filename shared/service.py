@@ -6,6 +6,7 @@ is never on the queue before its row is visible to the worker.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from shared.options import JobOptions
 from shared.settings import Settings
 from shared.storage import Storage, validate_key
 
+log = logging.getLogger(__name__)
+
 
 class Dispatcher(Protocol):
     def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None: ...
@@ -38,10 +41,19 @@ class CeleryDispatcher:
         self.app = make_celery(settings)
 
     def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+        """Send after commit. If the broker is down the jobs are already safe in the database
+        as ``queued``: the workers' reconciler sends them once the broker is back, so the
+        request that created them still succeeds."""
+        from kombu.exceptions import OperationalError as BrokerError
+
         from shared.queue import enqueue_restore
 
-        if items:
+        if not items:
+            return
+        try:
             enqueue_restore(self.app, self._settings, items)
+        except (BrokerError, ConnectionError, OSError) as exc:
+            log.warning("broker unreachable, %d jobs left for the reconciler: %s", len(items), exc)
 
     def check(self) -> None:
         from shared.queue import broker_reachable

@@ -108,3 +108,18 @@ def test_the_api_process_never_imports_torch() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_job_is_accepted_and_kept_while_the_broker_is_down(
+    settings: Settings, s3: object
+) -> None:
+    import time
+
+    broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})
+    with TestClient(create_app(broken)) as client:
+        start = time.monotonic()
+        response = client.post("/v1/jobs", json={"input_key": "later.jpg", "model": "mirnet-lol"})
+        elapsed = time.monotonic() - start
+        assert response.status_code == 202, response.text
+        assert client.get(response.headers["location"]).json()["status"] == "queued"
+    assert elapsed < 15  # bounded retries, then the reconciler's job
