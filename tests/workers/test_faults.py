@@ -124,5 +124,8 @@ def test_queued_jobs_whose_messages_redis_lost_are_sent_again_once(
     assert [job.status for job in finished] == [JobStatus.succeeded] * 6
     assert all(job.attempts == 1 for job in finished)
     log = (tmp_path / "worker.log").read_text()
-    assert "re-sent 4 queued jobs the broker no longer held" in log
-    assert log.count("Task darkroom.restore[") >= 6 and log.count("received") == 6
+    assert "queued jobs the broker no longer held" in log
+    # Each job ran exactly once: re-sending skipped the two whose messages were still there.
+    # (The count in the log may include other tests' queued jobs: they share the database.)
+    for job_id in ids:
+        assert log.count(f"job {job_id} succeeded") == 1, job_id
