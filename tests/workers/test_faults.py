@@ -129,3 +129,29 @@ def test_queued_jobs_whose_messages_redis_lost_are_sent_again_once(
     # (The count in the log may include other tests' queued jobs: they share the database.)
     for job_id in ids:
         assert log.count(f"job {job_id} succeeded") == 1, job_id
+
+
+def test_sigterm_lets_the_worker_finish_its_job_first(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-term-{uuid.uuid4().hex[:6]}"}
+    settings = Settings(**{k.removeprefix("DARKROOM_").lower(): v for k, v in env.items()})
+    s3.put_object(Bucket=settings.input_bucket, Key="term/big.jpg", Body=jpeg_bytes((1200, 900)))
+    with session_factory(settings.database_url)() as session:
+        job, _ = service.submit_job(
+            session,
+            settings,
+            service.make_dispatcher(settings),
+            ModelStore(settings, make_storage(settings)),
+            model="mirnet-lol",
+            input_key="term/big.jpg",
+        )
+    worker = services.start_worker(env, tmp_path / "worker.log")
+    try:
+        _wait(settings, job.id, {JobStatus.running}, 60)
+        worker.send_signal(signal.SIGTERM)  # a deploy, a scale-down: warm shutdown
+        assert worker.wait(120) == 0
+    finally:
+        services.stop(worker)
+    done = _status(settings, job.id)
+    assert done.status == JobStatus.succeeded and done.attempts == 1
