@@ -219,22 +219,13 @@ def _batch_jobs(settings: Settings, batch_ids: list[uuid.UUID]) -> list[uuid.UUI
         )
 
 
-def rich_progress(label: str) -> Progress:
+def rich_progress(label: str, *, count_failed: bool = False) -> Progress:
+    failed = [TextColumn("{task.fields[failed]} failed")] if count_failed else []
     return Progress(
         TextColumn(f"[bold]{label}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]restoring[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
+        *failed,
         TimeRemainingColumn(),
         console=console,
     )
@@ -249,7 +240,7 @@ def _run_inline(settings: Settings, job_ids: list[uuid.UUID]) -> None:
     ctx = WorkerContext.build(settings)
     maintenance.start(ctx, service.NoDispatch())  # heartbeats, so a poller never reaps ours
     failed = 0
-    with _progress() as progress:
+    with rich_progress("restoring", count_failed=True) as progress:
         task = progress.add_task("jobs", total=len(job_ids), failed=0)
         for job_id in job_ids:
             if run_inline(job_id, ctx) == JobStatus.failed:
@@ -261,7 +252,7 @@ def _wait(settings: Settings, job_ids: list[uuid.UUID]) -> None:
     from sqlalchemy import func, select
 
     sessions = session_factory(settings.database_url)
-    with _progress() as progress:
+    with rich_progress("restoring", count_failed=True) as progress:
         task = progress.add_task("jobs", total=len(job_ids), failed=0)
         while True:
             with sessions() as session:

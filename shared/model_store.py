@@ -126,15 +126,18 @@ class ModelStore:
             raise ModelNotFound(f"unknown model {name!r}; known models: {known}")
         return manifest_entry(json.loads(data))
 
-    def chain(self, model: str) -> list[tuple[ModelEntry, str | None]]:
+    def chain(self, model: str, task: str | None = None) -> list[tuple[ModelEntry, str | None]]:
         """The steps a job's ``model`` names: one model, a preset, or ``a+b:task+c``; each
-        step's entry and the task it runs (validated)."""
-        spec = PRESETS.get(model, model)
+        step's entry and the task it runs (validated). ``task`` is the job's ``task`` option,
+        which only a single model takes: a chain names each step's task itself."""
+        parts = PRESETS.get(model, model).split("+")
+        if len(parts) > 1 and task is not None:
+            raise InvalidRequest("a chain names each step's task as 'model:task', not with 'task'")
         steps = []
-        for part in spec.split("+"):
-            name, _, task = part.strip().partition(":")
+        for part in parts:
+            name, _, step_task = part.strip().partition(":")
             entry = self.resolve(name)
-            steps.append((entry, entry.check_task(task or None)))
+            steps.append((entry, entry.check_task(step_task or task)))
         return steps
 
     def ready(self, entry: ModelEntry) -> bool:

@@ -97,11 +97,7 @@ def _plan(
     of the chain.
     """
     normalised = JobOptions.model_validate(options or {}).model_dump(exclude_none=True)
-    steps = models.chain(model)
-    if len(steps) > 1 and "task" in normalised:
-        raise InvalidRequest("a chain names each step's task as 'model:task', not with 'task'")
-    if len(steps) == 1:
-        steps[0][0].check_task(normalised.get("task"))
+    steps = models.chain(model, normalised.get("task"))
     return steps[0][0].family, normalised
 
 

@@ -115,11 +115,15 @@ def service_env(
     return env
 
 
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The configuration a worker process started with ``env`` reads."""
+    return Settings(**{key.removeprefix("DARKROOM_").lower(): value for key, value in env.items()})
+
+
 @pytest.fixture(scope="session")
 def settings(service_env: dict[str, str]) -> Settings:
     """The same configuration the worker process reads from its environment."""
-    prefix = len("DARKROOM_")
-    return Settings(**{key[prefix:].lower(): value for key, value in service_env.items()})
+    return settings_from_env(service_env)
 
 
 @pytest.fixture(scope="session")

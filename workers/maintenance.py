@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 from shared import jobs
 from shared.broker import job_ids_in_broker
@@ -22,6 +23,20 @@ from workers.pipeline import WorkerContext
 log = logging.getLogger(__name__)
 
 
+def _families(
+    ctx: WorkerContext, jobs_and_models: list[tuple[uuid.UUID, str]]
+) -> list[tuple[uuid.UUID, str]]:
+    """(job id, queue family) to send; a job whose model was removed meanwhile fails."""
+    items = []
+    for job_id, model in jobs_and_models:
+        try:
+            items.append((job_id, ctx.models.chain(model)[0][0].family))
+        except DarkroomError as exc:
+            with ctx.sessions.begin() as session:
+                jobs.fail(session, job_id, code=exc.code, message=exc.message)
+    return items
+
+
 def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
     """Requeue (and re-send) jobs whose worker stopped; returns how many were requeued."""
     settings = ctx.settings
@@ -29,13 +44,7 @@ def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
         requeued = jobs.reap(
             session, stale_after_s=settings.stale_after_s, max_attempts=settings.max_attempts
         )
-    items = []
-    for job_id, model in requeued:
-        try:
-            items.append((job_id, ctx.models.chain(model)[0][0].family))
-        except DarkroomError as exc:  # its model was removed meanwhile
-            with ctx.sessions.begin() as session:
-                jobs.fail(session, job_id, code=exc.code, message=exc.message)
+    items = _families(ctx, requeued)
     if items:
         dispatcher.dispatch(items)
         log.warning("requeued %d jobs whose worker stopped: %s", len(items), items)
@@ -56,13 +65,7 @@ def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
         candidates = jobs.queued_before(session, settings.reconcile_after_s)
     if not candidates:
         return 0
-    items = []
-    for job_id, model in candidates:
-        try:
-            items.append((job_id, ctx.models.chain(model)[0][0].family))
-        except DarkroomError as exc:
-            with ctx.sessions.begin() as session:
-                jobs.fail(session, job_id, code=exc.code, message=exc.message)
+    items = _families(ctx, candidates)
     queues = {settings.queue_for(family) for _, family in items}
     present = job_ids_in_broker(settings.broker_url, queues)
     if present is None:

@@ -117,9 +117,7 @@ class _Run:
             data = ctx.storage.get(job.input_bucket, job.input_key)
         with self.stage("decode"):
             decoded = imaging.decode(data, max_pixels=ctx.settings.max_pixels)
-        steps = ctx.models.chain(job.model)
-        if len(steps) == 1:
-            steps = [(steps[0][0], steps[0][0].check_task(options.get("task")))]
+        steps = ctx.models.chain(job.model, options.get("task"))
         restorers = [(ctx.restorers.get(entry), task) for entry, task in steps]
         with self.stage("restore"):
             pixels = decoded.pixels

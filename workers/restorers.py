@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -61,6 +61,11 @@ def half_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype | None:
     if "fp16" in entry.precisions:
         return torch.float16
     return None
+
+
+def autocast(dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    """CUDA autocast to ``dtype`` (from :func:`half_dtype`), or nothing for full precision."""
+    return torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
 
 
 class TiledRestorer:
@@ -124,18 +129,19 @@ GAIN_PIECE_MIN = 256
 
 
 def _global_gain(
-    model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None
+    model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None, plain: Forward
 ) -> Callable[[torch.Tensor], Forward]:
     """The night model picks an exposure from the whole frame; tile by tile, every tile would
     pick its own. Estimate it once on the whole photo and give it to every tile."""
 
     def prepare(image: torch.Tensor) -> Forward:
-        autocast = torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
+        if not entry.tile or max(image.shape[-2:]) <= entry.tile:
+            return plain  # one tile: the model already sees the whole photo
         # The gain head averages over positions, so sums over pieces of the photo add up to
         # the whole photo's; pieces of one tile keep memory bounded at full resolution.
         step = max(entry.tile, GAIN_PIECE_MIN)
         sums = counts = None
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(dtype):
             for y in range(0, image.shape[2], step):
                 for x in range(0, image.shape[3], step):
                     piece_sums, piece_counts = model.gain_stats(
@@ -146,7 +152,7 @@ def _global_gain(
             log_gain = model.log_gain_from_stats(sums, counts)
 
         def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
-            with autocast:
+            with autocast(dtype):
                 return model(batch, log_gain.expand(batch.shape[0], -1))
 
         return forward
@@ -169,8 +175,7 @@ def load_restorer(
             dtype = half_dtype(entry, device)
 
             def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
-                autocast = torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
-                with autocast:
+                with autocast(dtype):
                     return model(batch)
 
             return TiledRestorer(
@@ -182,7 +187,7 @@ def load_restorer(
                 scale_for=lambda task: 1,
                 tiles=tiles,
                 nbytes=_module_bytes(model),
-                prepare=_global_gain(model, entry, dtype)
+                prepare=_global_gain(model, entry, dtype, forward)
                 if entry.architecture == "nafnet-night"
                 else None,
             )

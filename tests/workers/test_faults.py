@@ -17,7 +17,7 @@ from shared.models import JobStatus
 from shared.settings import Settings
 from shared.storage import make_storage
 from tests import services
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, settings_from_env
 
 
 def _status(settings: Settings, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
@@ -46,7 +46,7 @@ def test_a_worker_killed_mid_job_is_recovered_and_the_job_succeeds_once(
         "DARKROOM_STALE_AFTER_S": "4",
         "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
     }
-    settings = Settings(**{k.removeprefix("DARKROOM_").lower(): v for k, v in env.items()})
+    settings = settings_from_env(env)
     storage = make_storage(settings)
     s3.put_object(Bucket=settings.input_bucket, Key="kill/big.jpg", Body=jpeg_bytes((1600, 1200)))
     with session_factory(settings.database_url)() as session:
@@ -93,7 +93,7 @@ def test_queued_jobs_whose_messages_redis_lost_are_sent_again_once(
         "DARKROOM_RECONCILE_AFTER_S": "0.5",
         "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
     }
-    settings = Settings(**{k.removeprefix("DARKROOM_").lower(): v for k, v in env.items()})
+    settings = settings_from_env(env)
     storage = make_storage(settings)
     models = ModelStore(settings, storage)
     dispatcher = service.make_dispatcher(settings)
@@ -135,7 +135,7 @@ def test_sigterm_lets_the_worker_finish_its_job_first(
     service_env: dict[str, str], s3, tmp_path: Path
 ) -> None:
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-term-{uuid.uuid4().hex[:6]}"}
-    settings = Settings(**{k.removeprefix("DARKROOM_").lower(): v for k, v in env.items()})
+    settings = settings_from_env(env)
     s3.put_object(Bucket=settings.input_bucket, Key="term/big.jpg", Body=jpeg_bytes((1200, 900)))
     with session_factory(settings.database_url)() as session:
         job, _ = service.submit_job(
