@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from shared.db import session_factory
 from shared.model_store import ModelStore
+from shared.quotas import SubmissionLimiter
 from shared.service import Dispatcher
 from shared.settings import Settings
 from shared.storage import Storage
+from shared.tenants import Caller, authenticate, caller_for
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -37,8 +39,32 @@ def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
+def get_caller(
+    request: Request,
+    authorization: Annotated[
+        str | None, Header(description="Bearer <API key>, when the server requires keys")
+    ] = None,
+) -> Caller:
+    """Who is asking. Runs in its own short session so a request's work never shares a
+    transaction with its authentication."""
+    settings: Settings = request.app.state.settings
+    if settings.auth == "none":
+        return caller_for(settings, None)
+    with session_factory(settings.database_url)() as session:
+        return authenticate(session, settings, authorization)
+
+
+def get_submitter(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """A caller allowed to submit now: counts the request against the tenant's rate."""
+    limiter: SubmissionLimiter = request.app.state.limiter
+    limiter.hit(caller)
+    return caller
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 ModelsDep = Annotated[ModelStore, Depends(get_models)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+SubmitterDep = Annotated[Caller, Depends(get_submitter)]

@@ -30,6 +30,11 @@ class JobCreate(BaseModel):
         default=None, description="An allowed input bucket; the configured input bucket if unset."
     )
     options: JobOptions = Field(default_factory=JobOptions)
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed (signed, see README) when the job finishes. https, public hosts.",
+    )
 
 
 class Timings(BaseModel):
@@ -50,6 +55,9 @@ class Result(BaseModel):
     key: str
     url: str | None = Field(default=None, description="Presigned GET URL of the result.")
     expires_in_s: int | None = None
+    deleted_at: datetime | None = Field(
+        default=None, description="When retention deleted the result (no URL after that)."
+    )
 
 
 class JobOut(BaseModel):
@@ -79,7 +87,11 @@ class JobOut(BaseModel):
         )
         result = (
             Result(
-                bucket=job.output_bucket, key=job.output_key, url=result_url, expires_in_s=expires
+                bucket=job.output_bucket,
+                key=job.output_key,
+                url=result_url,
+                expires_in_s=expires,
+                deleted_at=job.result_expired_at,
             )
             if job.status == JobStatus.succeeded and job.output_bucket and job.output_key
             else None
@@ -117,6 +129,9 @@ class BatchCreate(BaseModel):
     prefix: str | None = Field(default=None, max_length=1024)
     input_bucket: str | None = None
     options: JobOptions = Field(default_factory=JobOptions)
+    webhook_url: str | None = Field(
+        default=None, max_length=2048, description="POSTed once, when the last job finishes."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchCreate:

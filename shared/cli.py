@@ -21,6 +21,7 @@ from rich.table import Table
 from shared import jobs, service
 from shared.catalogue import CATALOGUE, DEFAULT_MODEL
 from shared.cli_models import app as models_app
+from shared.cli_tenants import keys_app, tenants_app
 from shared.db import session_factory
 from shared.errors import DarkroomError, JobNotFound
 from shared.model_store import ModelStore
@@ -32,6 +33,8 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -78,11 +81,35 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from shared import logs
 
     settings = _settings()
+    logs.configure(settings)
     uvicorn.run(
-        create_app(settings), host=host or settings.api_host, port=port or settings.api_port
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,  # uvicorn's records go through Darkroom's handler (text or JSON)
     )
+
+
+@app.command()
+def cleanup() -> None:
+    """Delete results (and API uploads) past DARKROOM_RESULT_RETENTION_DAYS, now.
+
+    Workers do this every DARKROOM_CLEANUP_INTERVAL_S; this is for cron or a one-off.
+    """
+    from shared.retention import cleanup_once
+
+    settings = _settings()
+    if settings.result_retention_days <= 0:
+        raise _fail("DARKROOM_RESULT_RETENTION_DAYS is 0: results are kept forever")
+    sessions = session_factory(settings.database_url)
+    storage = make_storage(settings)
+    total = 0
+    while count := cleanup_once(sessions, storage, settings):
+        total += count
+    console.print(f"expired the results of {total} jobs")
 
 
 @app.command()
@@ -91,17 +118,34 @@ def worker(
         str | None,
         typer.Option(help="Comma-separated model families to serve (default: all)."),
     ] = None,
-    pool: Annotated[str, typer.Option(help="Celery pool: solo (GPU default) or threads.")] = "solo",
-    concurrency: Annotated[int, typer.Option(help="Threads for the threads pool.")] = 1,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Celery pool (default: solo for one job at a time, else threads)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Jobs held at once (default: DARKROOM_WORKER_CONCURRENCY)."),
+    ] = None,
     loglevel: str = "INFO",
 ) -> None:
-    """Run a worker: a Celery consumer, or in the embedded mode a database poller."""
+    """Run a worker: a Celery consumer, or in the embedded mode a database poller.
+
+    With concurrency above 1 the worker pipelines: pool threads download, decode, encode and
+    upload other jobs while one job is on the model, and it reserves (prefetch) and leaves
+    unacknowledged at most that many messages.
+    """
     settings = _settings()
+    at_once = concurrency or settings.worker_concurrency
+    pool = pool or ("threads" if at_once > 1 else "solo")
+    if pool == "solo" and at_once > 1:
+        raise _fail(f"the solo pool runs one job at a time, not {at_once}: use --pool threads")
     families = sorted({e.family for e in CATALOGUE.values()})
     chosen = [q.strip() for q in queues.split(",")] if queues else families
     if settings.execution == "inline":
+        from shared import logs
         from workers.poller import poll_forever
 
+        logs.configure(settings, loglevel)
         console.print("embedded worker: running queued jobs from the database (Ctrl-C stops)")
         poll_forever(settings)
         return
@@ -111,7 +155,7 @@ def worker(
         [
             "worker",
             f"--pool={pool}",
-            f"--concurrency={concurrency}",
+            f"--concurrency={at_once}",
             f"--queues={','.join(settings.queue_for(f) for f in chosen)}",
             f"--loglevel={loglevel}",
             "--without-gossip",

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -27,7 +27,32 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        # A connection the server dropped (restart, failover, idle cut) is noticed and replaced
+        # at checkout instead of failing the next statement.
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=_network_timeouts(url),
+    )
+
+
+def _network_timeouts(url: str) -> dict[str, int]:
+    """libpq waits forever by default for a server that does not answer a connect, and never
+    notices a peer that vanished mid-query: bound the one, probe for the other. Values given
+    in the URL's query string (``?connect_timeout=...``) win."""
+    if not make_url(url).drivername.startswith("postgresql"):
+        return {}
+    defaults = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    given = make_url(url).query
+    return {key: value for key, value in defaults.items() if key not in given}
 
 
 @lru_cache(maxsize=8)

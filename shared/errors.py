@@ -2,6 +2,7 @@
 
     DarkroomError                 base: code (stable, machine-readable), HTTP status, retryable
     ├── InvalidRequest            400  a request the schemas could not catch (bad cursor, options)
+    ├── Unauthenticated           401  no API key, or an unknown or revoked one
     ├── NotFound                  404
     │   ├── JobNotFound
     │   └── BatchNotFound
@@ -12,6 +13,7 @@
     ├── ModelNotFound             422  no such model in the catalogue
     ├── ModelUnavailable          503  the model exists but its weights are not installed
     ├── PayloadTooLarge           413
+    ├── RateLimited               429  over the tenant's rate or quota; carries retry_after_s
     ├── StorageError              502  retryable: the object store failed or timed out
     ├── DatabaseUnavailable       503  retryable
     ├── TimeLimitExceeded         --   a job ran past the soft time limit
@@ -40,6 +42,11 @@ class DarkroomError(Exception):
 class InvalidRequest(DarkroomError):
     code = "invalid_request"
     http_status = 400
+
+
+class Unauthenticated(DarkroomError):
+    code = "unauthenticated"
+    http_status = 401
 
 
 class NotFound(DarkroomError):
@@ -88,6 +95,15 @@ class ModelUnavailable(DarkroomError):
 class PayloadTooLarge(DarkroomError):
     code = "payload_too_large"
     http_status = 413
+
+
+class RateLimited(DarkroomError):
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class StorageError(DarkroomError):

@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared import webhooks
 from shared.errors import BatchNotFound, Conflict, InvalidRequest, JobNotFound
-from shared.models import FINISHED, STAGES, Batch, Job, JobStatus, utcnow
+from shared.models import DEFAULT_TENANT, FINISHED, STAGES, Batch, Job, JobStatus, utcnow
 
 
 def create_job(
@@ -30,8 +31,12 @@ def create_job(
     input_key: str,
     options: dict[str, Any],
     idempotency_key: str | None = None,
+    tenant_id: str = DEFAULT_TENANT,
+    webhook_url: str | None = None,
 ) -> Job:
     job = Job(
+        tenant_id=tenant_id,
+        webhook_url=webhook_url,
         model=model,
         input_bucket=input_bucket,
         input_key=input_key,
@@ -55,15 +60,25 @@ def create_batch(
     options: dict[str, Any],
     inputs: Sequence[tuple[str, str]],
     input_prefix: str | None,
+    tenant_id: str = DEFAULT_TENANT,
+    webhook_url: str | None = None,
 ) -> tuple[Batch, list[uuid.UUID]]:
     """Insert a batch and its jobs with one multi-row INSERT, not a round trip per job."""
-    batch = Batch(model=model, options=options, input_prefix=input_prefix, job_count=len(inputs))
+    batch = Batch(
+        tenant_id=tenant_id,
+        model=model,
+        options=options,
+        input_prefix=input_prefix,
+        job_count=len(inputs),
+        webhook_url=webhook_url,
+    )
     session.add(batch)
     session.flush()
     now = utcnow()
     rows = [
         {
             "id": uuid.uuid4(),
+            "tenant_id": tenant_id,
             "batch_id": batch.id,
             "status": JobStatus.queued,
             "model": model,
@@ -82,18 +97,34 @@ def create_batch(
     return batch, [row["id"] for row in rows]
 
 
-def get_job(session: Session, job_id: uuid.UUID) -> Job:
+def get_job(session: Session, job_id: uuid.UUID, tenant_id: str | None = None) -> Job:
+    """The job, if it exists and belongs to ``tenant_id`` (None: any tenant, for workers and
+    operators). Another tenant's job is reported missing, not forbidden: ids leak nothing."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
         raise JobNotFound(f"job {job_id} not found")
     return job
 
 
-def get_batch(session: Session, batch_id: uuid.UUID) -> Batch:
+def get_batch(session: Session, batch_id: uuid.UUID, tenant_id: str | None = None) -> Batch:
     batch = session.get(Batch, batch_id)
-    if batch is None:
+    if batch is None or (tenant_id is not None and batch.tenant_id != tenant_id):
         raise BatchNotFound(f"batch {batch_id} not found")
     return batch
+
+
+def count_active(session: Session, tenant_id: str) -> int:
+    """Jobs of a tenant still queued or running: what its quota counts."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.tenant_id == tenant_id, Job.status.in_([JobStatus.queued, JobStatus.running])
+            )
+        )
+        or 0
+    )
 
 
 def _encode_cursor(job: Job) -> str:
@@ -113,6 +144,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 def list_jobs(
     session: Session,
     *,
+    tenant_id: str | None = None,
     status: JobStatus | None = None,
     batch_id: uuid.UUID | None = None,
     cursor: str | None = None,
@@ -120,6 +152,8 @@ def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if tenant_id is not None:
+        query = query.where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
     if batch_id is not None:
@@ -238,7 +272,7 @@ def succeed(
     timings: dict[str, float],
 ) -> bool:
     """running -> succeeded; called only after the result object is fully written."""
-    return _transition(
+    return _finish(
         session,
         job_id,
         [JobStatus.running],
@@ -251,6 +285,25 @@ def succeed(
     )
 
 
+def _finish(
+    session: Session, job_id: uuid.UUID, allowed: Sequence[JobStatus], **values: Any
+) -> bool:
+    """A transition into a final state, plus the events it owes, in the same transaction:
+    the job's webhook and, for the last job of a batch, the batch's."""
+    row = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(list(allowed)))
+        .values(**values)
+        .returning(Job.webhook_url, Job.batch_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return False
+    if row.webhook_url or row.batch_id:  # most single jobs owe nothing: no extra query
+        webhooks.job_finished(session, job_id)
+    return True
+
+
 def fail(
     session: Session,
     job_id: uuid.UUID,
@@ -259,7 +312,7 @@ def fail(
     message: str,
     timings: dict[str, float] | None = None,
 ) -> bool:
-    return _transition(
+    return _finish(
         session,
         job_id,
         [JobStatus.queued, JobStatus.running],
@@ -284,7 +337,7 @@ def requeue(session: Session, job_id: uuid.UUID, *, code: str, message: str) -> 
 
 
 def mark_cancelled(session: Session, job_id: uuid.UUID) -> bool:
-    return _transition(
+    return _finish(
         session,
         job_id,
         [JobStatus.queued, JobStatus.running],
@@ -295,9 +348,9 @@ def mark_cancelled(session: Session, job_id: uuid.UUID) -> bool:
     )
 
 
-def cancel(session: Session, job_id: uuid.UUID) -> Job:
+def cancel(session: Session, job_id: uuid.UUID, tenant_id: str | None = None) -> Job:
     """Cancel a queued job at once; ask a running one's worker to stop at its next check."""
-    job = get_job(session, job_id)
+    job = get_job(session, job_id, tenant_id)
     if job.status == JobStatus.queued and mark_cancelled(session, job_id):
         pass
     elif job.status == JobStatus.running:
@@ -331,8 +384,10 @@ class BatchSummary:
     finished_at: datetime | None
 
 
-def summarize_batch(session: Session, batch_id: uuid.UUID) -> BatchSummary:
-    batch = get_batch(session, batch_id)
+def summarize_batch(
+    session: Session, batch_id: uuid.UUID, tenant_id: str | None = None
+) -> BatchSummary:
+    batch = get_batch(session, batch_id, tenant_id)
     counts = {status.value: 0 for status in JobStatus}
     for status, count in session.execute(
         select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)
@@ -365,3 +420,33 @@ def summarize_batch(session: Session, batch_id: uuid.UUID) -> BatchSummary:
 def _aware(value: datetime) -> datetime:
     # SQLite returns naive datetimes even for timezone-aware columns.
     return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def expired_results(
+    session: Session, older_than: datetime, limit: int = 500
+) -> list[tuple[uuid.UUID, str | None, str | None, str, str]]:
+    """(id, output bucket, output key, input bucket, input key) of finished jobs whose
+    retention ran out and whose objects are still there, oldest first."""
+    rows = session.execute(
+        select(Job.id, Job.output_bucket, Job.output_key, Job.input_bucket, Job.input_key)
+        .where(
+            Job.status.in_([s for s in FINISHED]),
+            Job.finished_at < older_than,
+            Job.result_expired_at.is_(None),
+        )
+        .order_by(Job.finished_at)
+        .limit(limit)
+    )
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def mark_result_expired(session: Session, job_id: uuid.UUID) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(result_expired_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )

@@ -17,13 +17,14 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import jobs
+from shared import jobs, quotas, webhooks
 from shared.errors import InputNotAllowed, InvalidRequest
 from shared.model_store import ModelStore
-from shared.models import Batch, Job
+from shared.models import DEFAULT_TENANT, Batch, Job
 from shared.options import JobOptions
 from shared.settings import Settings
 from shared.storage import Storage, validate_key
+from shared.tenants import OPERATOR, Caller, object_prefix
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,29 @@ def _check_bucket(settings: Settings, bucket: str) -> None:
         )
 
 
-def _check_input(settings: Settings, bucket: str, key: str) -> None:
+def _check_input(settings: Settings, bucket: str, key: str, tenant_id: str) -> None:
     _check_bucket(settings, bucket)
     validate_key(key)
+    _check_owned(key, tenant_id)
+
+
+def _check_owned(key: str, tenant_id: str) -> None:
+    prefix = object_prefix(tenant_id)
+    if not key.startswith(prefix):
+        raise InputNotAllowed(f"object key {key!r} is outside this tenant's prefix {prefix!r}")
+
+
+def _check_webhook(
+    session: Session, settings: Settings, tenant_id: str, url: str | None
+) -> str | None:
+    if url is None:
+        return None
+    webhooks.validate_target(url, settings)
+    if webhooks.secret_for(session, settings, tenant_id) is None:
+        raise InvalidRequest(
+            "webhooks need a signing secret: set DARKROOM_WEBHOOK_SECRET", code="invalid_webhook"
+        )
+    return url
 
 
 def _plan(
@@ -112,16 +133,22 @@ def submit_job(
     input_bucket: str | None = None,
     options: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+    caller: Caller = OPERATOR,
 ) -> tuple[Job, bool]:
     """Create and enqueue one job. Returns (job, created); a repeated idempotency key returns the
     first job and sends nothing."""
     family, normalised = _plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
-    _check_input(settings, bucket, input_key)
-    if idempotency_key:
-        existing = jobs.find_by_idempotency_key(session, idempotency_key)
+    tenant_id = caller.tenant_id
+    _check_input(settings, bucket, input_key, tenant_id)
+    webhook_url = _check_webhook(session, settings, tenant_id, webhook_url)
+    scoped_key = f"{tenant_id}/{idempotency_key}" if idempotency_key else None
+    if scoped_key:
+        existing = jobs.find_by_idempotency_key(session, scoped_key)
         if existing is not None:
             return existing, False
+    quotas.check_active(session, caller, 1)
     try:
         job = jobs.create_job(
             session,
@@ -129,13 +156,15 @@ def submit_job(
             input_bucket=bucket,
             input_key=input_key,
             options=normalised,
-            idempotency_key=idempotency_key,
+            idempotency_key=scoped_key,
+            tenant_id=tenant_id,
+            webhook_url=webhook_url,
         )
         session.commit()
     except IntegrityError:
         # Two requests with the same key raced; the other one won.
         session.rollback()
-        existing = jobs.find_by_idempotency_key(session, idempotency_key or "")
+        existing = jobs.find_by_idempotency_key(session, scoped_key or "")
         if existing is None:
             raise
         return existing, False
@@ -155,16 +184,21 @@ def submit_batch(
     prefix: str | None = None,
     input_bucket: str | None = None,
     options: dict[str, Any] | None = None,
+    webhook_url: str | None = None,
+    caller: Caller = OPERATOR,
 ) -> Batch:
     """One job per image, from an explicit key list or every object under a prefix."""
     family, normalised = _plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
+    tenant_id = caller.tenant_id
     if bool(keys) == bool(prefix is not None):
         raise InvalidRequest("give either 'keys' or 'prefix', not both and not neither")
+    webhook_url = _check_webhook(session, settings, tenant_id, webhook_url)
     if prefix is not None:
         _check_bucket(settings, bucket)
         if prefix:
             validate_key(prefix)
+        _check_owned(prefix, tenant_id)
         keys = [obj.key for obj in storage.list(bucket, prefix) if not obj.key.endswith("/")]
         if not keys:
             raise InvalidRequest(f"no objects under prefix {prefix!r} in bucket {bucket!r}")
@@ -172,21 +206,24 @@ def submit_batch(
     if len(keys) > settings.max_batch_size:
         raise InvalidRequest(f"a batch holds at most {settings.max_batch_size} images")
     for key in keys:
-        _check_input(settings, bucket, key)
+        _check_input(settings, bucket, key, tenant_id)
+    quotas.check_active(session, caller, len(keys))
     batch, job_ids = jobs.create_batch(
         session,
         model=model,
         options=normalised,
         inputs=[(bucket, key) for key in keys],
         input_prefix=prefix,
+        tenant_id=tenant_id,
+        webhook_url=webhook_url,
     )
     session.commit()
     dispatcher.dispatch([(job_id, family) for job_id in job_ids])
     return batch
 
 
-def cancel_job(session: Session, job_id: uuid.UUID) -> Job:
-    job = jobs.cancel(session, job_id)
+def cancel_job(session: Session, job_id: uuid.UUID, tenant_id: str | None = None) -> Job:
+    job = jobs.cancel(session, job_id, tenant_id)
     session.commit()
     return job
 
@@ -201,8 +238,16 @@ def safe_filename(name: str) -> str:
     return cleaned[:200]
 
 
-def upload_key(filename: str) -> str:
-    return f"uploads/{uuid.uuid4().hex}/{safe_filename(filename)}"
+def upload_key(filename: str, tenant_id: str = DEFAULT_TENANT) -> str:
+    return f"{object_prefix(tenant_id)}uploads/{uuid.uuid4().hex}/{safe_filename(filename)}"
+
+
+_UPLOAD_KEY = re.compile(r"^(tenants/[a-z0-9-]+/)?uploads/[0-9a-f]{12,32}/.+$")
+
+
+def is_upload_key(key: str) -> bool:
+    """Whether Darkroom made this key for an upload (so retention may delete it)."""
+    return bool(_UPLOAD_KEY.match(key))
 
 
 @dataclass(frozen=True)
@@ -212,7 +257,7 @@ class ResultLink:
 
 
 def result_link(settings: Settings, storage: Storage, job: Job) -> ResultLink | None:
-    if job.output_bucket is None or job.output_key is None:
+    if job.output_bucket is None or job.output_key is None or job.result_expired_at is not None:
         return None
     url = storage.presign_get(job.output_bucket, job.output_key, settings.presign_expiry_s)
     return ResultLink(url=url, expires_in_s=settings.presign_expiry_s)

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     allowed_input_buckets: list[str] = Field(default_factory=list)
     """Buckets jobs may read from besides ``input_bucket``."""
     presign_expiry_s: int = 3600
+    s3_connect_timeout_s: float = 5.0
+    s3_read_timeout_s: float = 60.0
+    """A request to the object store that stalls this long fails (and is retried): a hung
+    endpoint must not hold a worker forever."""
+    s3_max_attempts: int = 3
+    """Tries botocore makes for one request (5xx, throttling, resets) before the job's own
+    retry with backoff takes over."""
 
     model_dir: Path | None = None
     """Local folder of checkpoints, named as the catalogue says. Empty: ``home/models``."""
@@ -65,10 +72,17 @@ class Settings(BaseSettings):
     """Tiles per forward pass."""
     device: str = "auto"
     """``auto`` picks CUDA when available, else CPU."""
+    worker_concurrency: int = Field(default=1, ge=1)
+    """Jobs a worker process holds at once. Above 1, `darkroom worker` uses Celery's threads
+    pool: while one job is on the model, the others download, decode, encode and upload. One
+    restore runs at a time per process (one device); 1 keeps the solo pool."""
 
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 100_000_000
     """Images above this many pixels are refused before decoding (decompression bombs)."""
+    max_aspect_ratio: float = 50.0
+    """Images longer than this many times their width (or wider than their height) are refused
+    before decoding: a thin strip is a few pixels but thousands of padded model tiles."""
     max_batch_size: int = 50_000
     default_jpeg_quality: int = 95
     job_soft_time_limit_s: int = 3000
@@ -87,12 +101,39 @@ class Settings(BaseSettings):
     """A job queued this long whose message is not in Redis is sent again."""
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 60.0
+    database_retry_s: float = 60.0
+    """How long a worker keeps retrying the database write that records a job's outcome
+    (success, failure, retry) through an outage, before leaving the job to the reaper."""
 
     shared_dir: Path = Path("../shared")
     """Evaluation images and reference data (``darkroom eval``, tests); outside the repository."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    auth: Literal["none", "api_key"] = "none"
+    """``api_key``: every request needs ``Authorization: Bearer <key>`` and sees only its
+    tenant's work. ``none`` (embedded mode, trusted networks): one tenant, ``default``."""
+    rate_limit_per_minute: int = 600
+    """Jobs a tenant may submit per minute (a batch counts each image); 0: no limit."""
+    max_active_jobs: int = 100_000
+    """Jobs a tenant may have queued or running at once; 0: no limit."""
+    webhook_allow_private: bool = False
+    """Allow webhook targets on loopback and private networks (tests, single-host setups)."""
+    webhook_secret: SecretStr | None = None
+    """Signs webhooks of the default tenant (API keys off); tenants have their own secrets."""
+    webhook_timeout_s: float = 10.0
+    webhook_poll_interval_s: float = 2.0
+    """How often workers look for webhooks to send."""
+    webhook_max_attempts: int = 8
+    """Deliveries are retried with exponential backoff, then given up and marked failed."""
+    result_retention_days: int = 0
+    """Results (and uploaded inputs) older than this are deleted by the cleanup; 0 keeps them."""
+    cleanup_interval_s: float = 3600.0
+    """How often workers run the retention cleanup."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line with the job id, for log pipelines."""
+    log_level: str = "INFO"
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -17,11 +17,15 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as _Urllib3Error
 
 from shared.errors import InputNotFound, InvalidRequest, StorageError
 from shared.settings import Settings
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+# A connection that breaks while a body streams can surface as botocore's wrapper or, in some
+# botocore/urllib3 versions, as the raw urllib3 or socket error: all are transient for us.
+_TRANSPORT_ERRORS = (BotoCoreError, _Urllib3Error, OSError)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Storage(Protocol):
     def put(self, bucket: str, key: str, data: bytes, content_type: str | None = None) -> None: ...
     def head(self, bucket: str, key: str) -> ObjectInfo: ...
     def exists(self, bucket: str, key: str) -> bool: ...
+    def delete(self, bucket: str, key: str) -> None: ...
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]: ...
     def presign_get(self, bucket: str, key: str, expires_s: int) -> str: ...
     def presign_put(
@@ -76,9 +81,11 @@ class S3Storage:
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
+                # botocore retries 5xx, throttling and resets itself first (standard mode has
+                # its own jittered backoff); the job's retries come on top, with longer waits.
+                retries={"max_attempts": max(1, s.s3_max_attempts), "mode": "standard"},
+                connect_timeout=s.s3_connect_timeout_s,
+                read_timeout=s.s3_read_timeout_s,
             ),
         )
 
@@ -88,14 +95,16 @@ class S3Storage:
             return body.read()
         except ClientError as exc:
             raise self._translate(exc, bucket, key) from exc
-        except BotoCoreError as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise StorageError(f"reading s3://{bucket}/{key} failed: {exc}") from exc
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Returns only once the store has answered 200 for the whole body: callers record a
+        result as done after this, never before (a cut upload raises ``StorageError``)."""
         extra = {"ContentType": content_type} if content_type else {}
         try:
             self._client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, *_TRANSPORT_ERRORS) as exc:
             raise StorageError(f"writing s3://{bucket}/{key} failed: {exc}") from exc
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
@@ -113,6 +122,13 @@ class S3Storage:
         except InputNotFound:
             return False
         return True
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Idempotent, like S3 itself: deleting a missing object succeeds."""
+        try:
+            self._client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"deleting s3://{bucket}/{key} failed: {exc}") from exc
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -162,7 +178,7 @@ class S3Storage:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _MISSING_CODES:
             return InputNotFound(f"object s3://{bucket}/{key} does not exist")
-        return StorageError(f"s3://{bucket}/{key}: {code or exc}")
+        return StorageError(f"object store error on s3://{bucket}/{key}: {exc}")
 
 
 class LocalStorage:
@@ -206,6 +222,12 @@ class LocalStorage:
 
     def exists(self, bucket: str, key: str) -> bool:
         return self._path(bucket, key).is_file()
+
+    def delete(self, bucket: str, key: str) -> None:
+        try:
+            self._path(bucket, key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"deleting {bucket}/{key} failed: {exc}") from exc
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
         base = self.root / bucket

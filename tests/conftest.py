@@ -27,7 +27,8 @@ from shared.settings import Settings
 from tests import services
 
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-REDIS_DB = 11
+# Concurrent local runs (several developers or agents on one machine) pick different numbers.
+REDIS_DB = int(os.environ.get("DARKROOM_TEST_REDIS_DB", "11"))
 
 
 def shared_dir() -> Path:
@@ -111,6 +112,10 @@ def service_env(
         "DARKROOM_MODEL_DIR": str(model_dir),
         "DARKROOM_RETRY_BACKOFF_S": "0.2",
         "DARKROOM_DEVICE": "cpu",
+        # Webhook receivers in tests listen on loopback.
+        "DARKROOM_WEBHOOK_ALLOW_PRIVATE": "true",
+        "DARKROOM_WEBHOOK_SECRET": "default-tenant-secret",
+        "DARKROOM_WEBHOOK_POLL_INTERVAL_S": "0.2",
     }
     return env
 

@@ -106,11 +106,14 @@ class EncodedImage:
 # --------------------------------------------------------------------------------------- decode
 
 
-def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
+def decode(data: bytes, *, max_pixels: int, max_aspect_ratio: float | None = None) -> DecodedImage:
     """Decode untrusted bytes into float RGB; any broken or oversized input -> ``InvalidImage``.
 
     The size is checked against ``max_pixels`` from the header, before pixel data is read, so a
-    tiny file that declares a huge canvas costs nothing. Animated images give their first frame.
+    tiny file that declares a huge canvas costs nothing. So is the aspect ratio, when
+    ``max_aspect_ratio`` is given: a 1 x 1,000,000 strip has few pixels but becomes thousands of
+    mostly-padding model tiles (1 x 20,000 already takes seconds on a CPU), so it is refused
+    rather than allowed to hold a GPU. Animated images give their first frame.
     """
     if not data:
         raise InvalidImage("empty file")
@@ -135,6 +138,12 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
             raise InvalidImage(
                 f"image is {width}x{height} ({width * height:,} pixels), over the limit of "
                 f"{max_pixels:,} pixels"
+            )
+        ratio = max(width, height) / min(width, height)
+        if max_aspect_ratio is not None and ratio > max_aspect_ratio:
+            raise InvalidImage(
+                f"image is {width}x{height}, an aspect ratio of {ratio:,.0f}:1, over the limit "
+                f"of {max_aspect_ratio:g}:1"
             )
         fmt = image.format or "UNKNOWN"
         mode = image.mode

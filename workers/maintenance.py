@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 
+from redis.exceptions import RedisError
+
 from shared import jobs
 from shared.broker import job_ids_in_broker
 from shared.errors import DarkroomError
@@ -67,7 +69,11 @@ def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
         return 0
     items = _families(ctx, candidates)
     queues = {settings.queue_for(family) for _, family in items}
-    present = job_ids_in_broker(settings.broker_url, queues)
+    try:
+        present = job_ids_in_broker(settings.broker_url, queues)
+    except RedisError as exc:  # down or restarting: nothing can be sent now either
+        log.warning("broker unreachable, reconciling on a later pass: %s", exc)
+        return 0
     if present is None:
         return 0
     missing = [(job_id, family) for job_id, family in items if str(job_id) not in present]

@@ -10,27 +10,31 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import jobs
+from shared import jobs, logs
 from shared.db import session_factory
 from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled, TimeLimitExceeded
 from shared.model_store import ModelStore
 from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
+from shared.tenants import object_prefix
 from workers import imaging
 from workers.restorers import RestorerCache
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Share of the job done when each stage ends; restoring dominates.
 _PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "encode": 0.95}
@@ -45,9 +49,45 @@ class RetryLater(Exception):
         self.cause = cause
 
 
+DEVICE_WAIT_CHECK_S = 1.0
+"""A job waiting for the device checks this often whether it was cancelled meanwhile."""
+
+
+class RunningJobs:
+    """The ids of the jobs this process runs now.
+
+    Pool threads add and remove ids while the heartbeat thread reads them, so every access
+    holds a lock and iterating yields a snapshot (``set(running)`` stays a safe copy).
+    """
+
+    def __init__(self) -> None:
+        self._ids: set[uuid.UUID] = set()
+        self._lock = threading.Lock()
+
+    def add(self, job_id: uuid.UUID) -> None:
+        with self._lock:
+            self._ids.add(job_id)
+
+    def discard(self, job_id: uuid.UUID) -> None:
+        with self._lock:
+            self._ids.discard(job_id)
+
+    def __iter__(self) -> Iterator[uuid.UUID]:
+        with self._lock:
+            return iter(list(self._ids))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            return job_id in self._ids
+
+
 @dataclass
 class WorkerContext:
-    """What a worker process builds once and reuses for every job."""
+    """What a worker process builds once and reuses for every job (from every pool thread)."""
 
     settings: Settings
     sessions: sessionmaker[Session]
@@ -55,8 +95,12 @@ class WorkerContext:
     models: ModelStore
     restorers: RestorerCache
     host: str = field(default_factory=socket.gethostname)
-    running: set[uuid.UUID] = field(default_factory=set)
+    running: RunningJobs = field(default_factory=RunningJobs)
     """Jobs this process is running now; a background thread sends their heartbeats."""
+    device: threading.Lock = field(default_factory=threading.Lock)
+    """Held by the one job whose restore runs now. A process drives one device, and a model
+    runs fastest with the whole device to itself: with ``worker_concurrency`` above 1 the other
+    jobs download, decode, encode and upload meanwhile, which keeps the device busy."""
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -74,7 +118,7 @@ class WorkerContext:
 def output_key(job: Job, extension: str) -> str:
     """Deterministic, so a redelivered job overwrites its own result instead of adding one."""
     stem = PurePosixPath(job.input_key).stem or "image"
-    return f"results/{job.id}/{stem}{extension}"
+    return f"{object_prefix(job.tenant_id)}results/{job.id}/{stem}{extension}"
 
 
 def backoff(settings: Settings, attempt: int) -> float:
@@ -110,16 +154,32 @@ class _Run:
             if jobs.cancel_requested(session, self.job.id):
                 raise JobCancelled(f"job {self.job.id} cancelled")
 
+    @contextmanager
+    def on_device(self) -> Iterator[None]:
+        """Wait for the device (see ``WorkerContext.device``); a job cancelled or past its time
+        limit while it waits stops without taking it."""
+        while not self.ctx.device.acquire(timeout=DEVICE_WAIT_CHECK_S):
+            self.check_stop()
+        try:
+            yield
+        finally:
+            self.ctx.device.release()
+
     def execute(self) -> None:
         ctx, job = self.ctx, self.job
         options = job.options or {}
         with self.stage("download"):
             data = ctx.storage.get(job.input_bucket, job.input_key)
         with self.stage("decode"):
-            decoded = imaging.decode(data, max_pixels=ctx.settings.max_pixels)
+            decoded = imaging.decode(
+                data,
+                max_pixels=ctx.settings.max_pixels,
+                max_aspect_ratio=ctx.settings.max_aspect_ratio,
+            )
         steps = ctx.models.chain(job.model, options.get("task"))
         restorers = [(ctx.restorers.get(entry), task) for entry, task in steps]
-        with self.stage("restore"):
+        # The device is taken outside the stage, so "restore" times the model, not the wait.
+        with self.on_device(), self.stage("restore"):
             pixels = decoded.pixels
             for restorer, task in restorers:  # one decode, one encode, whatever the chain
                 pixels = restorer.restore(pixels, self.check_stop, task)
@@ -133,15 +193,18 @@ class _Run:
         key = output_key(job, encoded.extension)
         with self.stage("upload"):
             ctx.storage.put(ctx.settings.output_bucket, key, encoded.data, encoded.content_type)
-        with ctx.sessions.begin() as session:
-            if not jobs.succeed(
+        # The result is fully stored now; a database blip must not throw that work away.
+        if not write_through_outage(
+            ctx,
+            lambda session: jobs.succeed(
                 session,
                 job.id,
                 output_bucket=ctx.settings.output_bucket,
                 output_key=key,
                 timings=self.timings,
-            ):
-                log.warning("job %s was taken from this worker before it finished", job.id)
+            ),
+        ):
+            log.warning("job %s was taken from this worker before it finished", job.id)
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
@@ -160,7 +223,8 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
     run = _Run(ctx, job)
     ctx.running.add(job_id)
     try:
-        return _execute(ctx, job, run)
+        with logs.job_context(job_id):
+            return _execute(ctx, job, run)
     finally:
         ctx.running.discard(job_id)
 
@@ -172,8 +236,7 @@ def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus:
         log.info("job %s succeeded in %.2fs", job_id, sum(run.timings.values()))
         return JobStatus.succeeded
     except JobCancelled:
-        with ctx.sessions.begin() as session:
-            jobs.mark_cancelled(session, job_id)
+        write_through_outage(ctx, lambda session: jobs.mark_cancelled(session, job_id))
         log.info("job %s cancelled while running", job_id)
         return JobStatus.cancelled
     except OperationalError as exc:
@@ -195,8 +258,9 @@ def _transient(ctx: WorkerContext, job: Job, exc: DarkroomError, run: _Run) -> J
         message = f"{exc.message} (gave up after {attempts} attempts)"
         _fail(ctx, job.id, exc.code, message, run.timings)
         return JobStatus.failed
-    with ctx.sessions.begin() as session:
-        jobs.requeue(session, job.id, code=exc.code, message=exc.message)
+    write_through_outage(
+        ctx, lambda session: jobs.requeue(session, job.id, code=exc.code, message=exc.message)
+    )
     countdown = backoff(ctx.settings, attempts)
     log.warning("job %s: %s; retrying in %.1fs", job.id, exc.message, countdown)
     raise RetryLater(countdown, exc)
@@ -205,9 +269,37 @@ def _transient(ctx: WorkerContext, job: Job, exc: DarkroomError, run: _Run) -> J
 def _fail(
     ctx: WorkerContext, job_id: uuid.UUID, code: str, message: str, timings: dict[str, float]
 ) -> None:
-    with ctx.sessions.begin() as session:
-        jobs.fail(session, job_id, code=code, message=message, timings=timings)
+    write_through_outage(
+        ctx, lambda session: jobs.fail(session, job_id, code=code, message=message, timings=timings)
+    )
     log.warning("job %s failed: %s: %s", job_id, code, message)
+
+
+def write_through_outage(ctx: WorkerContext, write: Callable[[Session], _T]) -> _T:
+    """Run one short transaction that records a job's outcome, retrying with backoff while the
+    database is unreachable, for up to ``database_retry_s``.
+
+    Without this a database blip at the wrong moment escaped the pipeline: Celery acknowledged
+    the message as failed and the job sat ``running`` until the reaper noticed, minutes later
+    (or the finished work was redone). The writes are conditional transitions, so repeating one
+    whose commit did land is harmless. Past the deadline the error propagates and the reaper
+    remains the backstop.
+    """
+    deadline = time.monotonic() + ctx.settings.database_retry_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with ctx.sessions.begin() as session:
+                return write(session)
+        except OperationalError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("database still unavailable after %d tries; giving up: %s", attempt, exc)
+                raise
+            delay = min(backoff(ctx.settings, attempt), left)
+            log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, delay)
+            time.sleep(delay)
 
 
 def run_inline(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:

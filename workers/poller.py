@@ -14,7 +14,7 @@ from sqlalchemy import select
 from shared.models import Job, JobStatus
 from shared.service import NoDispatch
 from shared.settings import Settings
-from workers import maintenance
+from workers import housekeeping, maintenance
 from workers.pipeline import RetryLater, WorkerContext, run_job
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def poll_forever(settings: Settings, interval_s: float = 1.0) -> None:
     ctx = WorkerContext.build(settings)
     # Requeued jobs are found by the poll itself; nothing needs sending.
     maintenance.start(ctx, NoDispatch())
+    housekeeping.start(ctx)
     while True:
         if not poll_once(ctx):
             time.sleep(interval_s)

@@ -88,9 +88,16 @@ class TiledRestorer:
         self.nbytes = nbytes
         self._forward = forward
         self._prepare = prepare
-        self._size = size
+        self.size = size
         self._scale_for = scale_for
-        self._tiles = tiles
+        self.tiles = tiles
+
+    def forward_for(self, image: torch.Tensor) -> Forward:
+        """What runs on each batch of tiles of ``image`` (1 x 3 x H x W, on the device): the
+        model alone, after any whole-photo pass it needs (the night model's exposure). The
+        throughput benchmark times it on tiles already on the device: the model's own limit.
+        """
+        return self._prepare(image) if self._prepare else self._forward
 
     def restore(
         self, pixels: np.ndarray, check_stop: StopCheck | None = None, task: str | None = None
@@ -98,7 +105,7 @@ class TiledRestorer:
         height, width = pixels.shape[:2]
         chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
         image = torch.from_numpy(chw)[None].to(self.device)
-        forward = self._prepare(image) if self._prepare else self._forward
+        forward = self.forward_for(image)
 
         def run(config: TileConfig) -> torch.Tensor:
             return tiled_forward(
@@ -106,11 +113,11 @@ class TiledRestorer:
                 image,
                 scale=self._scale_for(task),
                 config=config,
-                size=self._size,
+                size=self.size,
                 check_stop=check_stop,
             )
 
-        restored = restore_with_oom_fallback(run, self._tiles, image_size=(height, width))
+        restored = restore_with_oom_fallback(run, self.tiles, image_size=(height, width))
         return restored[0].clamp_(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
 
 
@@ -210,7 +217,13 @@ def load_restorer(
 
 
 class RestorerCache:
-    """Loaded models of this process, most recently used last; loading is serialised."""
+    """Loaded models of this process, most recently used last.
+
+    Shared by the worker's pool threads: one lock covers lookups, loading and eviction, so
+    jobs arriving together for a model not yet loaded load it once (the others wait for it)
+    and the budget is never counted while another thread changes it. A restorer evicted while
+    a job still holds it finishes that job; only the next one loads it again.
+    """
 
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self._settings = settings
@@ -244,4 +257,5 @@ class RestorerCache:
 
     @property
     def loaded(self) -> list[str]:
-        return list(self._loaded)
+        with self._lock:
+            return list(self._loaded)

@@ -3,37 +3,57 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 
 from celery import Task
-from celery.signals import worker_process_init
+from celery.concurrency.thread import TaskPool as ThreadsPool
+from celery.signals import worker_process_init, worker_ready
 
 from shared.queue import RESTORE_TASK, get_celery
 from shared.service import make_dispatcher
 from shared.settings import get_settings
-from workers import maintenance
+from workers import housekeeping, maintenance
 from workers.pipeline import RetryLater, WorkerContext, run_job
 
 log = logging.getLogger(__name__)
 app = get_celery()
 _context: WorkerContext | None = None
+_context_lock = threading.Lock()
+_warmed = threading.Event()
+_warm_lock = threading.Lock()
 
 
 def context() -> WorkerContext:
+    """The process's one context, built once even when pool threads ask at the same moment."""
     global _context
-    if _context is None:
-        _context = WorkerContext.build(get_settings())
-    return _context
+    with _context_lock:
+        if _context is None:
+            _context = WorkerContext.build(get_settings())
+        return _context
 
 
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
     """Build the context (and load preloaded models) in the worker process, never at import,
-    so no CUDA state exists before a fork."""
+    so no CUDA state exists before a fork. Once per process, whichever signal comes."""
+    with _warm_lock:
+        if _warmed.is_set():
+            return
+        _warmed.set()
     ctx = context()
     maintenance.start(ctx, make_dispatcher(ctx.settings))
+    housekeeping.start(ctx)
     for name in ctx.settings.preload_models:
         ctx.restorers.get(ctx.models.resolve(name))
+
+
+@worker_ready.connect
+def _warm_up_threads(sender: object = None, **_: object) -> None:
+    """The solo and prefork pools send ``worker_process_init``; the threads pool (a pipelined
+    worker, ``worker_concurrency`` above 1) does not, so its heartbeats start here."""
+    if isinstance(getattr(sender, "pool", None), ThreadsPool):
+        _warm_up()
 
 
 @app.task(name=RESTORE_TASK, bind=True, max_retries=None)

@@ -6,7 +6,15 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageDep
+from api.deps import (
+    CallerDep,
+    DispatcherDep,
+    ModelsDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    SubmitterDep,
+)
 from api.schemas import BatchCreate, BatchOut
 from shared import jobs, service
 
@@ -22,6 +30,7 @@ def create_batch(
     storage: StorageDep,
     dispatcher: DispatcherDep,
     models: ModelsDep,
+    caller: SubmitterDep,
 ) -> BatchOut:
     batch = service.submit_batch(
         session,
@@ -34,11 +43,13 @@ def create_batch(
         prefix=body.prefix,
         input_bucket=body.input_bucket,
         options=body.options.model_dump(exclude_none=True),
+        webhook_url=body.webhook_url,
+        caller=caller,
     )
     response.headers["Location"] = f"/v1/batches/{batch.id}"
     return BatchOut.from_summary(jobs.summarize_batch(session, batch.id))
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-def read_batch(batch_id: uuid.UUID, session: SessionDep) -> BatchOut:
-    return BatchOut.from_summary(jobs.summarize_batch(session, batch_id))
+def read_batch(batch_id: uuid.UUID, session: SessionDep, caller: CallerDep) -> BatchOut:
+    return BatchOut.from_summary(jobs.summarize_batch(session, batch_id, caller.tenant_id))

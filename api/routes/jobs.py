@@ -9,7 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 
-from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageDep
+from api.deps import (
+    CallerDep,
+    DispatcherDep,
+    ModelsDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    SubmitterDep,
+)
 from api.schemas import JobCreate, JobOut, JobPage
 from shared import jobs, service
 from shared.errors import InvalidRequest, PayloadTooLarge
@@ -33,6 +41,7 @@ _JOB_BODY = {
                         "file": {"type": "string", "format": "binary"},
                         "model": {"type": "string"},
                         "options": {"type": "string", "description": "JSON object"},
+                        "webhook_url": {"type": "string"},
                     },
                 }
             },
@@ -49,7 +58,7 @@ def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
 
 
 async def _read_job_request(
-    request: Request, settings: Settings, storage: Storage, models: ModelStore
+    request: Request, settings: Settings, storage: Storage, models: ModelStore, tenant_id: str
 ) -> JobCreate:
     """JSON names an object already in storage; multipart carries a small file to store first."""
     content_type = request.headers.get("content-type", "")
@@ -63,7 +72,7 @@ async def _read_job_request(
             raise PayloadTooLarge(
                 f"uploads over {settings.max_upload_bytes} bytes must use POST /v1/uploads"
             )
-        key = service.upload_key(upload.filename or "upload")
+        key = service.upload_key(upload.filename or "upload", tenant_id)
         try:
             options = json.loads(str(form.get("options") or "{}"))
             body = JobCreate.model_validate(
@@ -71,10 +80,13 @@ async def _read_job_request(
                     "model": form.get("model") or JobCreate.model_fields["model"].default,
                     "input_key": key,
                     "options": options,
+                    "webhook_url": form.get("webhook_url") or None,
                 }
             )
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"'options' is not valid JSON: {exc}") from exc
+        except ValidationError as exc:
+            raise _validation_error(exc) from exc
         models.chain(body.model)  # refuse an unknown model before storing the upload
         storage.put(settings.input_bucket, key, data, upload.content_type)
         return body
@@ -95,6 +107,7 @@ def _validation_error(exc: ValidationError) -> Exception:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     openapi_extra=_JOB_BODY,
+    responses={200: {"model": JobOut, "description": "The job first made with this key"}},
     summary="Submit a job (JSON with an object key, or multipart with the file)",
 )
 async def create_job(
@@ -105,9 +118,10 @@ async def create_job(
     storage: StorageDep,
     dispatcher: DispatcherDep,
     models: ModelsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    caller: SubmitterDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
-    body = await _read_job_request(request, settings, storage, models)
+    body = await _read_job_request(request, settings, storage, models, caller.tenant_id)
     job, created = service.submit_job(
         session,
         settings,
@@ -118,6 +132,8 @@ async def create_job(
         input_bucket=body.input_bucket,
         options=body.options.model_dump(exclude_none=True),
         idempotency_key=idempotency_key,
+        webhook_url=body.webhook_url,
+        caller=caller,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
@@ -127,9 +143,13 @@ async def create_job(
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(
-    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, storage: StorageDep
+    job_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    caller: CallerDep,
 ) -> JobOut:
-    return job_out(jobs.get_job(session, job_id), settings, storage)
+    return job_out(jobs.get_job(session, job_id, caller.tenant_id), settings, storage)
 
 
 @router.get("", response_model=JobPage)
@@ -137,20 +157,30 @@ def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    caller: CallerDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     batch_id: uuid.UUID | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     items, next_cursor = jobs.list_jobs(
-        session, status=status_, batch_id=batch_id, cursor=cursor, limit=limit
+        session,
+        tenant_id=caller.tenant_id,
+        status=status_,
+        batch_id=batch_id,
+        cursor=cursor,
+        limit=limit,
     )
     return JobPage(items=[job_out(j, settings, storage) for j in items], next_cursor=next_cursor)
 
 
 @router.delete("/{job_id}", response_model=JobOut)
 def cancel_job(
-    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, storage: StorageDep
+    job_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    caller: CallerDep,
 ) -> JobOut:
     """Cancel a queued job at once, or ask the worker running it to stop."""
-    return job_out(service.cancel_job(session, job_id), settings, storage)
+    return job_out(service.cancel_job(session, job_id, caller.tenant_id), settings, storage)

@@ -9,9 +9,10 @@ from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageD
 from api.schemas import ModelOut, Readiness
 
 router = APIRouter(tags=["meta"])
+models_router = APIRouter(tags=["meta"])
 
 
-@router.get("/v1/models", response_model=list[ModelOut])
+@models_router.get("/v1/models", response_model=list[ModelOut])
 def list_models(settings: SettingsDep, models: ModelsDep) -> list[ModelOut]:
     """Every model a job may name, and whether its weights are installed (``ready``)."""
     return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import SettingsDep, StorageDep
+from api.deps import CallerDep, SettingsDep, StorageDep
 from api.schemas import UploadCreate, UploadOut
 from shared import service
 
@@ -12,8 +12,10 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
-def create_upload(body: UploadCreate, settings: SettingsDep, storage: StorageDep) -> UploadOut:
-    key = service.upload_key(body.filename)
+def create_upload(
+    body: UploadCreate, settings: SettingsDep, storage: StorageDep, caller: CallerDep
+) -> UploadOut:
+    key = service.upload_key(body.filename, caller.tenant_id)
     bucket = settings.input_bucket
     url = storage.presign_put(bucket, key, settings.presign_expiry_s, body.content_type)
     headers = {"Content-Type": body.content_type} if body.content_type else {}

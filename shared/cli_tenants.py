@@ -1,0 +1,117 @@
+"""``darkroom tenants`` and ``darkroom keys``: who may use a server, run by its operator.
+
+Secrets (API keys, webhook secrets) are printed once, on creation, and never again.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared import tenants
+from shared.db import session_scope
+from shared.errors import DarkroomError
+from shared.models import Tenant
+from shared.settings import get_settings
+
+tenants_app = typer.Typer(help="Tenants: create and list.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: DarkroomError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc.message}")
+    return typer.Exit(code=1)
+
+
+@tenants_app.command("create")
+def create_tenant(
+    tenant_id: Annotated[str, typer.Argument(help="Lowercase id, e.g. 'acme-photos'.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    rate_limit: Annotated[
+        int | None, typer.Option(help="Submissions per minute (default: the server's).")
+    ] = None,
+    max_active: Annotated[
+        int | None, typer.Option(help="Queued plus running jobs at most (default: the server's).")
+    ] = None,
+) -> None:
+    """Create a tenant and print its webhook signing secret (shown once)."""
+    try:
+        with session_scope(get_settings().database_url) as session:
+            tenant = tenants.create_tenant(
+                session,
+                tenant_id,
+                name,
+                rate_limit_per_minute=rate_limit,
+                max_active_jobs=max_active,
+            )
+            secret = tenant.webhook_secret
+    except DarkroomError as exc:
+        raise _fail(exc) from None
+    console.print(f"tenant [bold]{tenant_id}[/bold] created")
+    console.print(f"webhook secret (shown once): {secret}")
+
+
+@tenants_app.command("list")
+def list_tenants() -> None:
+    with session_scope(get_settings().database_url) as session:
+        rows = session.query(Tenant).order_by(Tenant.id).all()
+        table = Table("id", "name", "rate limit/min", "max active", "created")
+        for tenant in rows:
+            table.add_row(
+                tenant.id,
+                tenant.name,
+                str(tenant.rate_limit_per_minute or "default"),
+                str(tenant.max_active_jobs or "default"),
+                tenant.created_at.isoformat(timespec="seconds"),
+            )
+    console.print(table)
+
+
+@keys_app.command("create")
+def create_key(
+    tenant: Annotated[str, typer.Option(help="Tenant the key acts for.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "default",
+) -> None:
+    """Create an API key and print it (shown once: only its hash is stored)."""
+    try:
+        with session_scope(get_settings().database_url) as session:
+            new = tenants.create_key(session, tenant, name)
+    except DarkroomError as exc:
+        raise _fail(exc) from None
+    console.print(f"API key for tenant [bold]{tenant}[/bold] (shown once):")
+    console.print(new.secret, soft_wrap=True, highlight=False)
+
+
+@keys_app.command("list")
+def list_keys(tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None) -> None:
+    with session_scope(get_settings().database_url) as session:
+        table = Table("key", "tenant", "name", "created", "revoked")
+        for key in tenants.list_keys(session, tenant):
+            table.add_row(
+                key.key_prefix + "…",
+                key.tenant_id,
+                key.name,
+                key.created_at.isoformat(timespec="seconds"),
+                key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+            )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_prefix: Annotated[str, typer.Argument(help="The key, or its start as `keys list` shows.")],
+) -> None:
+    try:
+        with session_scope(get_settings().database_url) as session:
+            count = tenants.revoke_key(session, key_prefix)
+    except DarkroomError as exc:
+        raise _fail(exc) from None
+    if not count:
+        err.print("[red]error:[/red] no live key starts with that")
+        raise typer.Exit(code=1)
+    console.print(f"revoked {count} key(s)")

@@ -1,0 +1,207 @@
+"""API keys and tenants on a server that requires keys: nobody sees anyone else's work."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from api.app import create_app
+from shared import tenants
+from shared.db import session_factory, session_scope
+from shared.models import ApiKey, JobStatus
+from shared.settings import Settings
+from tests.conftest import jpeg_bytes
+
+
+@dataclass
+class TenantClient:
+    id: str
+    key: str
+    http: TestClient
+    secret: str
+
+    @property
+    def prefix(self) -> str:
+        return f"tenants/{self.id}/"
+
+
+def _make_tenant(settings: Settings, http: TestClient, **limits: int) -> TenantClient:
+    tenant_id = f"t-{uuid.uuid4().hex[:8]}"
+    with session_scope(settings.database_url) as session:
+        tenant = tenants.create_tenant(session, tenant_id, **limits)
+        new = tenants.create_key(session, tenant_id, "tests")
+        secret = tenant.webhook_secret
+    http.headers["Authorization"] = f"Bearer {new.secret}"
+    return TenantClient(tenant_id, new.secret, http, secret)
+
+
+@pytest.fixture(scope="module")
+def auth_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"auth": "api_key"})
+
+
+@pytest.fixture(scope="module")
+def auth_app(auth_settings: Settings, s3: object):  # type: ignore[no-untyped-def]
+    return create_app(auth_settings)
+
+
+@pytest.fixture
+def tenant_factory(auth_app, auth_settings: Settings) -> Iterator[Callable[..., TenantClient]]:  # type: ignore[no-untyped-def]
+    clients: list[TestClient] = []
+
+    def make(**limits: int) -> TenantClient:
+        http = TestClient(auth_app)
+        clients.append(http)
+        return _make_tenant(auth_settings, http, **limits)
+
+    yield make
+    for http in clients:
+        http.close()
+
+
+def _put(s3, settings: Settings, key: str, seed: int = 0) -> str:  # type: ignore[no-untyped-def]
+    s3.put_object(Bucket=settings.input_bucket, Key=key, Body=jpeg_bytes(seed=seed))
+    return key
+
+
+def _wait(http: TestClient, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = http.get(f"/v1/jobs/{job_id}").json()
+        if JobStatus(body["status"]).finished:
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(job_id)
+
+
+def test_requests_without_a_valid_key_are_refused(auth_app, tenant_factory) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(auth_app) as anonymous:
+        for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/models")]:
+            response = anonymous.request(method, path)
+            assert response.status_code == 401, (method, path)
+            assert response.json()["code"] == "unauthenticated"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        bad = anonymous.get("/v1/jobs", headers={"Authorization": "Bearer drk_not-a-key"})
+        assert bad.status_code == 401
+        assert anonymous.get("/healthz").status_code == 200  # probes need no key
+
+    acme = tenant_factory()
+    assert acme.http.get("/v1/jobs").status_code == 200
+    with session_scope(auth_app.state.settings.database_url) as session:
+        assert tenants.revoke_key(session, acme.key[:12]) == 1
+    assert acme.http.get("/v1/jobs").status_code == 401
+
+
+def test_only_a_hash_of_each_key_is_stored(auth_settings: Settings, tenant_factory) -> None:  # type: ignore[no-untyped-def]
+    acme = tenant_factory()
+    with session_factory(auth_settings.database_url)() as session:
+        stored = session.scalar(select(ApiKey).where(ApiKey.tenant_id == acme.id))
+        assert stored is not None and stored.key_hash == tenants.hash_key(acme.key)
+        dump = session.execute(text("SELECT * FROM api_keys")).all()
+    assert acme.key not in repr(dump)
+
+
+def test_a_tenant_sees_nothing_of_another_tenant(
+    auth_settings: Settings, tenant_factory, s3, worker
+) -> None:  # type: ignore[no-untyped-def]
+    acme, globex = tenant_factory(), tenant_factory()
+    key = _put(s3, auth_settings, f"{acme.prefix}photos/a.jpg")
+    created = acme.http.post("/v1/jobs", json={"model": "mirnet-lol", "input_key": key})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    batch = acme.http.post(
+        "/v1/batches", json={"model": "mirnet-lol", "prefix": f"{acme.prefix}photos/"}
+    )
+    assert batch.status_code == 202, batch.text
+    batch_id = batch.json()["id"]
+
+    done = _wait(acme.http, job_id)
+    assert done["status"] == "succeeded", done
+    assert done["result"]["key"].startswith(f"{acme.prefix}results/{job_id}/")
+    assert f"X-Amz-Expires={auth_settings.presign_expiry_s}" in done["result"]["url"]
+
+    # Everything of acme is "not found" for globex: job, result, cancel, batch, listings.
+    assert globex.http.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert globex.http.delete(f"/v1/jobs/{job_id}").status_code == 404
+    assert globex.http.get(f"/v1/batches/{batch_id}").status_code == 404
+    assert globex.http.get("/v1/jobs").json()["items"] == []
+    assert globex.http.get("/v1/jobs", params={"batch_id": batch_id}).json()["items"] == []
+    listed = acme.http.get("/v1/jobs").json()["items"]
+    assert {item["id"] for item in listed} >= {job_id}
+
+    # globex cannot name acme's objects (or anything outside its own prefix) as input.
+    for foreign in (key, "photos/a.jpg", f"{globex.prefix}../{acme.prefix}photos/a.jpg"):
+        refused = globex.http.post("/v1/jobs", json={"model": "mirnet-lol", "input_key": foreign})
+        assert refused.status_code in (400, 403), (foreign, refused.text)
+    refused = globex.http.post("/v1/batches", json={"model": "mirnet-lol", "prefix": acme.prefix})
+    assert refused.status_code == 403
+
+
+def test_uploads_land_under_the_tenants_prefix(tenant_factory) -> None:  # type: ignore[no-untyped-def]
+    acme = tenant_factory()
+    upload = acme.http.post("/v1/uploads", json={"filename": "../../etc/passwd.jpg"})
+    assert upload.status_code == 201
+    assert upload.json()["key"].startswith(f"{acme.prefix}uploads/")
+    assert ".." not in upload.json()["key"]
+    multipart = acme.http.post(
+        "/v1/jobs",
+        data={"model": "mirnet-lol"},
+        files={"file": ("night.jpg", jpeg_bytes(), "image/jpeg")},
+    )
+    assert multipart.status_code == 202, multipart.text
+    assert multipart.json()["input_key"].startswith(f"{acme.prefix}uploads/")
+
+
+def test_idempotency_keys_are_per_tenant(auth_settings: Settings, tenant_factory, s3) -> None:  # type: ignore[no-untyped-def]
+    acme, globex = tenant_factory(), tenant_factory()
+    ids = []
+    for tenant in (acme, globex, acme):
+        key = _put(s3, auth_settings, f"{tenant.prefix}idem.jpg")
+        response = tenant.http.post(
+            "/v1/jobs",
+            json={"model": "mirnet-lol", "input_key": key},
+            headers={"Idempotency-Key": "same-key"},
+        )
+        assert response.status_code in (200, 202)
+        ids.append(response.json()["id"])
+    assert ids[0] == ids[2] != ids[1]
+
+
+def test_submissions_over_the_rate_get_429_with_retry_after(
+    auth_settings: Settings, tenant_factory, s3
+) -> None:  # type: ignore[no-untyped-def]
+    acme = tenant_factory(rate_limit_per_minute=3)
+    key = _put(s3, auth_settings, f"{acme.prefix}rate.jpg")
+    codes = [
+        acme.http.post("/v1/jobs", json={"model": "mirnet-lol", "input_key": key}).status_code
+        for _ in range(4)
+    ]
+    assert codes == [202, 202, 202, 429]
+    limited = acme.http.post("/v1/jobs", json={"model": "mirnet-lol", "input_key": key})
+    assert limited.json()["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    # Reading is not limited, and other tenants are unaffected.
+    assert acme.http.get("/v1/jobs").status_code == 200
+    other = tenant_factory(rate_limit_per_minute=3)
+    key = _put(s3, auth_settings, f"{other.prefix}rate.jpg")
+    assert other.http.post("/v1/jobs", json={"input_key": key}).status_code == 202
+
+
+def test_a_batch_over_the_tenants_quota_is_refused_whole(
+    auth_settings: Settings, tenant_factory, s3
+) -> None:  # type: ignore[no-untyped-def]
+    acme = tenant_factory(max_active_jobs=2)
+    keys = [_put(s3, auth_settings, f"{acme.prefix}quota/{i}.jpg", seed=i) for i in range(3)]
+    refused = acme.http.post("/v1/batches", json={"model": "mirnet-lol", "keys": keys})
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "quota_exceeded"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert acme.http.get("/v1/jobs").json()["items"] == []  # nothing half-created
+    accepted = acme.http.post("/v1/batches", json={"model": "mirnet-lol", "keys": keys[:2]})
+    assert accepted.status_code == 202

@@ -1,0 +1,39 @@
+"""``darkroom tenants`` / ``darkroom keys``: an operator gives a customer a key that works."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from shared.settings import Settings
+from tests.shared.test_cli import darkroom
+
+
+def test_create_a_tenant_and_key_use_it_then_revoke_it(
+    settings: Settings, service_env: dict[str, str], s3, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    env = {**service_env, "DARKROOM_AUTH": "api_key"}
+    tenant = f"cli-{uuid.uuid4().hex[:6]}"
+    made = darkroom("tenants", "create", tenant, "--rate-limit", "100", env=env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert re.search(r"webhook secret \(shown once\): \S{20,}", made.stdout)
+    again = darkroom("tenants", "create", tenant, env=env, cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert darkroom("tenants", "create", "Bad Name!", env=env, cwd=tmp_path).returncode == 1
+
+    created = darkroom("keys", "create", "--tenant", tenant, env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = re.search(r"(drk_\S+)", created.stdout).group(1)  # type: ignore[union-attr]
+    listed = darkroom("keys", "list", "--tenant", tenant, env=env, cwd=tmp_path)
+    assert key[:12] in listed.stdout and key not in listed.stdout  # only its start is shown
+
+    with TestClient(create_app(settings.model_copy(update={"auth": "api_key"}))) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        assert http.get("/v1/jobs").status_code == 200
+        revoked = darkroom("keys", "revoke", key[:12], env=env, cwd=tmp_path)
+        assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
+        assert http.get("/v1/jobs").status_code == 401
