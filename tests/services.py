@@ -25,12 +25,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -53,18 +55,57 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_redis(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A private ``redis-server`` that keeps nothing on disk, so a restart loses every message,
+    as a Redis without persistence (or a failed-over one) does in production."""
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(log.parent),
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_for(lambda: port_open(port) or proc.poll() is not None, 30, "redis-server")
+    if proc.poll() is not None:
+        raise RuntimeError(f"redis-server exited:\n{log.read_text()[-2000:]}")
+    return proc
+
+
 def start_worker(
-    env: dict[str, str], log: Path, queues: str = "darkroom,mirnet,spandrel,ipt"
+    env: dict[str, str],
+    log: Path,
+    queues: str = "darkroom,mirnet,spandrel,ipt",
+    timeout: float = 90,
+    pool: str = "solo",
+    concurrency: int = 1,
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process, through the same CLI operators use."""
     proc = subprocess.Popen(
-        [str(BIN / "darkroom"), "worker", "--queues", queues, "--loglevel", "INFO"],
+        [
+            str(BIN / "darkroom"),
+            "worker",
+            "--queues",
+            queues,
+            "--loglevel",
+            "INFO",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+        ],  # fmt: skip
         env={**os.environ, **env},
         cwd=REPO,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    wait_for(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, "celery worker")
+    wait_for(
+        lambda: b"ready." in log.read_bytes() or proc.poll() is not None, timeout, "celery worker"
+    )
     if proc.poll() is not None:
         raise RuntimeError(f"celery worker exited:\n{log.read_text()[-3000:]}")
     return proc

@@ -123,3 +123,24 @@ def test_a_job_is_accepted_and_kept_while_the_broker_is_down(
         assert response.status_code == 202, response.text
         assert client.get(response.headers["location"]).json()["status"] == "queued"
     assert elapsed < 15  # bounded retries, then the reconciler's job
+
+
+def test_oversize_uploads_are_413_and_names_are_made_safe(settings: Settings, s3: object) -> None:
+    small = settings.model_copy(update={"max_upload_bytes": 1000})
+    with TestClient(create_app(small)) as http:
+        big = http.post("/v1/jobs", files={"file": ("big.jpg", b"x" * 1001, "image/jpeg")})
+        assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
+        assert "/v1/uploads" in big.json()["message"]
+        for name in ("ночь 夜.jpg", "../../etc/passwd.jpg", "..\\..\\win.jpg", "\x00.jpg"):
+            made = http.post("/v1/jobs", files={"file": (name, b"tiny", "image/jpeg")})
+            assert made.status_code == 202, (name, made.text)
+            key = made.json()["input_key"]
+            assert ".." not in key and "\\" not in key and "\x00" not in key
+            assert key.startswith("uploads/") and key.count("/") == 2, key
+
+
+def test_batch_keys_are_checked_one_by_one(client: TestClient) -> None:
+    response = client.post("/v1/batches", json={"keys": ["ok.jpg", "a/../../b.jpg"]})
+    assert response.status_code == 400 and "b.jpg" in response.json()["message"]
+    response = client.post("/v1/batches", json={"keys": ["ok.jpg"], "input_bucket": "other"})
+    assert response.status_code == 403

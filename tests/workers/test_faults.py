@@ -1,4 +1,5 @@
-"""Faults injected into real processes: a worker killed in the middle of a job."""
+"""Faults injected into real processes: a worker killed in the middle of a job, messages the
+broker lost, a deploy's SIGTERM, and messages delivered more than once."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shared.settings import Settings
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
+from tests.faults import tally
 
 
 def _status(settings: Settings, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
@@ -155,3 +157,153 @@ def test_sigterm_lets_the_worker_finish_its_job_first(
         services.stop(worker)
     done = _status(settings, job.id)
     assert done.status == JobStatus.succeeded and done.attempts == 1
+
+
+def _results(s3, bucket: str, job_id: uuid.UUID) -> list[str]:  # type: ignore[no-untyped-def]
+    listed = s3.list_objects_v2(Bucket=bucket)
+    return [o["Key"] for o in listed.get("Contents", []) if f"results/{job_id}/" in o["Key"]]
+
+
+def test_duplicate_messages_and_redelivery_of_finished_jobs_run_each_job_once(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-dup-{uuid.uuid4().hex[:6]}"}
+    settings = settings_from_env(env)
+    dispatcher = service.make_dispatcher(settings)
+    models = ModelStore(settings, make_storage(settings))
+    sessions = session_factory(settings.database_url)
+    ids = []
+    with sessions() as session:
+        for index in range(3):
+            key = f"dup/{index}.jpg"
+            s3.put_object(Bucket=settings.input_bucket, Key=key, Body=jpeg_bytes(seed=index))
+            job, _ = service.submit_job(
+                session, settings, dispatcher, models, model="mirnet-lol", input_key=key
+            )
+            ids.append(job.id)
+    # Each job's message twice more (a publisher retry, a reconciler racing the broker...).
+    dispatcher.dispatch([(job_id, "mirnet") for job_id in ids] * 2)
+
+    log = tmp_path / "worker.log"
+    worker = services.start_worker(env, log)
+    try:
+        done = [
+            _wait(settings, job_id, {JobStatus.succeeded, JobStatus.failed}, 120) for job_id in ids
+        ]
+        # A finished job delivered once more (a visibility timeout that fired late), then a
+        # sentinel job behind it: when the sentinel is done, the redelivery was handled.
+        dispatcher.dispatch([(job_id, "mirnet") for job_id in ids])
+        s3.put_object(Bucket=settings.input_bucket, Key="dup/sentinel.jpg", Body=jpeg_bytes())
+        with sessions() as session:
+            sentinel, _ = service.submit_job(
+                session, settings, dispatcher, models, model="mirnet-lol",
+                input_key="dup/sentinel.jpg",
+            )  # fmt: skip
+        _wait(settings, sentinel.id, {JobStatus.succeeded}, 120)
+    finally:
+        services.stop(worker)
+
+    outcome = tally("duplicate messages (3 per job) + late redelivery of finished jobs",
+                    sessions, s3, settings.output_bucket, [*ids, sentinel.id], [log])  # fmt: skip
+    assert (outcome.succeeded, outcome.duplicates, outcome.lost) == (4, 0, 0), outcome
+    text = log.read_text()
+    for job_id, job in zip(ids, done, strict=True):
+        final = _status(settings, job_id)
+        assert final.status == JobStatus.succeeded and final.attempts == 1
+        assert text.count(f"job {job_id} succeeded") == 1
+        assert text.count(f"job {job_id} is not queued any more") == 3  # 2 copies + 1 late
+        assert _results(s3, settings.output_bucket, job_id) == [final.output_key]
+        assert final.output_key == job.output_key and final.finished_at == job.finished_at
+
+
+def test_a_job_redone_after_its_result_was_written_overwrites_the_same_key(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    """The reaper may requeue a job whose worker wrote the result and died before recording it:
+    the second run must land on the same key, not add a second result."""
+    from sqlalchemy import update
+
+    from shared.models import Job
+
+    env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-redo-{uuid.uuid4().hex[:6]}"}
+    settings = settings_from_env(env)
+    dispatcher = service.make_dispatcher(settings)
+    sessions = session_factory(settings.database_url)
+    s3.put_object(Bucket=settings.input_bucket, Key="redo/ночь 夜.jpg", Body=jpeg_bytes())
+    with sessions() as session:
+        job, _ = service.submit_job(
+            session, settings, dispatcher, ModelStore(settings, make_storage(settings)),
+            model="mirnet-lol", input_key="redo/ночь 夜.jpg",
+        )  # fmt: skip
+    worker = services.start_worker(env, tmp_path / "worker.log")
+    try:
+        first = _wait(settings, job.id, {JobStatus.succeeded, JobStatus.failed}, 120)
+        assert first.status == JobStatus.succeeded, (first.error_code, first.error_message)
+        with sessions.begin() as session:  # what the reaper does to a job it thinks orphaned
+            session.execute(
+                update(Job).where(Job.id == job.id).values(status=JobStatus.queued, output_key=None)
+            )
+        dispatcher.dispatch([(job.id, "mirnet")])
+        services.wait_for(
+            lambda: (
+                _status(settings, job.id).attempts == 2
+                and _status(settings, job.id).status == JobStatus.succeeded
+            ),
+            120,
+            "the second run",
+        )
+    finally:
+        services.stop(worker)
+    second = _status(settings, job.id)
+    assert second.output_key == first.output_key
+    assert _results(s3, settings.output_bucket, job.id) == [first.output_key]
+
+
+def test_a_message_redelivered_while_its_job_runs_elsewhere_is_skipped(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    """Redis's visibility timeout hands an unacknowledged message to a second worker while the
+    first still works on it. kombu's own restore (what the timeout triggers) is called here at
+    once instead of after hours."""
+    import redis
+    from kombu import Connection
+
+    env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-vis-{uuid.uuid4().hex[:6]}"}
+    settings = settings_from_env(env)
+    s3.put_object(Bucket=settings.input_bucket, Key="vis/big.jpg", Body=jpeg_bytes((800, 600)))
+    with session_factory(settings.database_url)() as session:
+        job, _ = service.submit_job(
+            session, settings, service.make_dispatcher(settings),
+            ModelStore(settings, make_storage(settings)), model="mirnet-lol",
+            input_key="vis/big.jpg",
+        )  # fmt: skip
+    first = services.start_worker(env, tmp_path / "first.log")
+    second = None
+    try:
+        _wait(settings, job.id, {JobStatus.running}, 60)
+        second = services.start_worker(env, tmp_path / "second.log")
+        broker = redis.Redis.from_url(settings.broker_url)
+        tags = [
+            tag for tag, raw in broker.hgetall("unacked").items() if str(job.id).encode() in raw
+        ]
+        assert len(tags) == 1 and _status(settings, job.id).status == JobStatus.running
+        with Connection(settings.broker_url) as conn:
+            conn.default_channel.qos.restore_by_tag(tags[0])  # type: ignore[attr-defined]
+        services.wait_for(
+            lambda: f"job {job.id} is not queued any more" in (tmp_path / "second.log").read_text(),
+            60,
+            "the second worker to receive the redelivered message",
+        )
+        done = _wait(settings, job.id, {JobStatus.succeeded, JobStatus.failed}, 120)
+    finally:
+        services.stop(first)
+        if second is not None:
+            services.stop(second)
+    outcome = tally("message redelivered to a 2nd worker while the job runs",
+                    session_factory(settings.database_url), s3, settings.output_bucket,
+                    [job.id], [tmp_path / "first.log", tmp_path / "second.log"])  # fmt: skip
+    assert (outcome.succeeded, outcome.duplicates, outcome.lost) == (1, 0, 0), outcome
+    assert done.status == JobStatus.succeeded and done.attempts == 1
+    logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
+    assert logs.count(f"job {job.id} succeeded") == 1
+    assert _results(s3, settings.output_bucket, job.id) == [done.output_key]

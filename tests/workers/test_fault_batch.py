@@ -1,0 +1,161 @@
+"""A 1,000-photo batch, 5% of it broken, one of two workers SIGKILLed halfway through.
+
+The issue's acceptance run: every good photo restored exactly once (one "succeeded" run in the
+workers' logs, one result object), every bad one failed on its own with ``invalid_image``, the
+batch's counts adding up, and nothing lost. Photos are 32x24 so the whole run stays within a
+few minutes on a 2-core machine; the reaper is fast so the killed worker's job comes back in
+seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import select
+
+from shared import jobs, service
+from shared.db import session_factory
+from shared.model_store import ModelStore
+from shared.models import Job, JobStatus
+from shared.storage import make_storage
+from tests import services
+from tests.conftest import jpeg_bytes, settings_from_env
+from tests.faults import finished, tally
+
+GOOD, BAD = 950, 50
+
+
+def _bomb_png() -> bytes:
+    """A well-formed PNG declaring 100000 x 100000 pixels, with a few bytes of pixel data."""
+    header = (100_000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body
+            + zlib.crc32(kind + body).to_bytes(4, "big")
+        )  # fmt: skip
+
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def _bad_inputs(count: int) -> list[tuple[str, bytes]]:
+    """Every kind of broken upload the issue lists, in turn."""
+    jpeg = jpeg_bytes((32, 24), seed=7)
+    png = io.BytesIO()
+    Image.new("RGB", (32, 24), (40, 50, 60)).save(png, "PNG")
+    kinds = [
+        ("truncated.jpg", jpeg[: len(jpeg) // 2]),
+        ("random.jpg", os.urandom(2048)),
+        ("empty.jpg", b""),
+        ("text.png", b"this is a shopping list, not a photo\n" * 20),
+        ("page.jpg", b"<!doctype html><html><body>not an image</body></html>"),
+        ("truncated.png", png.getvalue()[:-30]),
+        ("bomb.png", _bomb_png()),
+    ]
+    return [(f"{i:03d}-{kinds[i % len(kinds)][0]}", kinds[i % len(kinds)][1]) for i in range(count)]
+
+
+def test_a_thousand_photos_five_percent_corrupt_one_worker_killed_midway(
+    service_env: dict[str, str], s3, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    prefix = f"batch-{uuid.uuid4().hex[:6]}/"
+    env = {
+        **service_env,
+        "DARKROOM_QUEUE_PREFIX": f"darkroom-batch-{uuid.uuid4().hex[:6]}",
+        "DARKROOM_HEARTBEAT_INTERVAL_S": "0.5",
+        "DARKROOM_STALE_AFTER_S": "10",
+        "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
+    }
+    settings = settings_from_env(env)
+    sessions = session_factory(settings.database_url)
+    good = [(f"good-{i:04d}.jpg", jpeg_bytes((32, 24), seed=i)) for i in range(GOOD)]
+    bad = _bad_inputs(BAD)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: s3.put_object(Bucket=settings.input_bucket,
+                                                 Key=prefix + item[0], Body=item[1]),
+                      good + bad))  # fmt: skip
+
+    storage = make_storage(settings)
+    with sessions() as session:
+        batch = service.submit_batch(
+            session, settings, service.make_dispatcher(settings), storage,
+            ModelStore(settings, storage), model="mirnet-lol", prefix=prefix,
+        )  # fmt: skip
+        ids = list(session.scalars(select(Job.id).where(Job.batch_id == batch.id)))
+    assert len(ids) == GOOD + BAD
+
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    # Each worker runs three jobs at once (the threads pool) so the database and object-store
+    # round trips of tiny jobs overlap; a SIGKILL then orphans up to three jobs, not one.
+    workers = [
+        services.start_worker(env, log, timeout=180, pool="threads", concurrency=3) for log in logs
+    ]
+    try:
+        services.wait_for(
+            lambda: finished(sessions, ids) >= 300, 240, "300 finished jobs", interval=0.5
+        )
+        victim = workers[0]
+        # Kill it while it holds a job, so the reaper has something to recover.
+        services.wait_for(
+            lambda: _running_on(sessions, ids) > 0 or finished(sessions, ids) == len(ids),
+            30,
+            "a running job",
+        )
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        killed_at = finished(sessions, ids)
+        services.wait_for(
+            lambda: finished(sessions, ids) == len(ids), 300, "the whole batch", interval=0.5
+        )
+    finally:
+        for worker in workers:
+            services.stop(worker)
+
+    fault = f"1,000-job batch, 5% corrupt, 1 of 2 workers SIGKILLed at {killed_at} done"
+    outcome = tally(fault, sessions, s3, settings.output_bucket, ids, logs)
+    assert outcome.lost == 0, outcome
+    assert outcome.duplicates == 0, outcome
+    assert outcome.without_object == 0, outcome
+    assert (outcome.succeeded, outcome.failed) == (GOOD, BAD), outcome
+    assert outcome.failures == {"invalid_image": BAD}, outcome
+
+    with sessions() as session:
+        rows = session.execute(
+            select(Job.input_key, Job.status, Job.error_code, Job.error_message).where(
+                Job.batch_id == batch.id
+            )
+        ).all()
+        summary = jobs.summarize_batch(session, batch.id)
+    for key, status, code, message in rows:
+        name = key.removeprefix(prefix)
+        if name.startswith("good-"):
+            assert status == JobStatus.succeeded, (name, code, message)
+        else:  # each bad file fails on its own, with its own reason
+            assert (status, code) == (JobStatus.failed, "invalid_image"), (name, status, code)
+            assert message, name
+    assert summary.total == summary.done == GOOD + BAD
+    assert summary.counts["succeeded"] == GOOD and summary.counts["failed"] == BAD
+    assert sum(summary.counts.values()) == summary.total
+    elapsed = time.monotonic() - started
+    print(f"\nbatch of {len(ids)} finished in {elapsed:.0f}s; worker killed at {killed_at} done")
+
+
+def _running_on(sessions, ids: list[uuid.UUID]) -> int:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return len(
+            session.scalars(
+                select(Job.id).where(Job.id.in_(ids), Job.status == JobStatus.running)
+            ).all()
+        )
