@@ -66,8 +66,10 @@ def checkpoint(name: str, folder: Path) -> Path:
 def measure(
     entry: ModelEntry, path: Path, device: torch.device, precision: str, size: int, repeat: int
 ) -> float:
-    tuned = dataclasses.replace(entry, precisions=(precision,), tile=size)
-    restorer = load_restorer(tuned, path, device, Settings(tile_batch_size=1))
+    # The precision is forced through the setting jobs use; for spandrel models the entry's
+    # list is not consulted (spandrel's own flags are), so it must not decide it here.
+    tuned = dataclasses.replace(entry, tile=size)
+    restorer = load_restorer(tuned, path, device, Settings(tile_batch_size=1, precision=precision))
     pixels = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     restorer.restore(pixels)  # warm-up: cuDNN autotuning, allocator
     if device.type == "cuda":
@@ -90,7 +92,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(args.device)
-    precisions = ["fp32"] + (["bf16", "fp16"] if device.type == "cuda" else [])
+    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     console = Console()
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = Table(

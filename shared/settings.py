@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     tile_batch_size: int = 4
     """Tiles per forward pass."""
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 (else fp16) autocast on CUDA where the model supports it, fp32 on CPU."""
     """``auto`` picks CUDA when available, else CPU."""
     worker_concurrency: int = Field(default=1, ge=1)
     """Jobs a worker process holds at once. Above 1, `darkroom worker` uses Celery's threads

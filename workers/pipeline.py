@@ -165,7 +165,9 @@ class _Run:
         finally:
             self.ctx.device.release()
 
-    def execute(self) -> None:
+    def execute(self) -> bool:
+        """Run every stage; False when the job was taken from this worker meanwhile (the
+        reaper requeued it and another delivery finished it first)."""
         ctx, job = self.ctx, self.job
         options = job.options or {}
         with self.stage("download"):
@@ -194,7 +196,7 @@ class _Run:
         with self.stage("upload"):
             ctx.storage.put(ctx.settings.output_bucket, key, encoded.data, encoded.content_type)
         # The result is fully stored now; a database blip must not throw that work away.
-        if not write_through_outage(
+        return write_through_outage(
             ctx,
             lambda session: jobs.succeed(
                 session,
@@ -203,8 +205,7 @@ class _Run:
                 output_key=key,
                 timings=self.timings,
             ),
-        ):
-            log.warning("job %s was taken from this worker before it finished", job.id)
+        )
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
@@ -229,10 +230,12 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
         ctx.running.discard(job_id)
 
 
-def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus:
+def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus | None:
     job_id = job.id
     try:
-        run.execute()
+        if not run.execute():
+            log.warning("job %s was taken from this worker before it finished", job_id)
+            return None
         log.info("job %s succeeded in %.2fs", job_id, sum(run.timings.values()))
         return JobStatus.succeeded
     except JobCancelled:

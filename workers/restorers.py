@@ -52,20 +52,24 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def half_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype | None:
-    """The reduced precision to autocast to on CUDA, from the precisions the entry lists."""
-    if device.type != "cuda":
-        return None
-    if "bf16" in entry.precisions and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if "fp16" in entry.precisions:
-        return torch.float16
-    return None
+def half_dtype(
+    entry: ModelEntry, device: torch.device, precision: str = "auto"
+) -> torch.dtype | None:
+    """The reduced precision to autocast Darkroom's own models to, from the precisions the
+    catalogue entry lists (spandrel models use spandrel's flags, the same rule)."""
+    from workers.spandrel_models import autocast_dtype
+
+    return autocast_dtype(
+        device,
+        supports_half="fp16" in entry.precisions,
+        supports_bfloat16="bf16" in entry.precisions,
+        precision=precision,
+    )
 
 
-def autocast(dtype: torch.dtype | None) -> AbstractContextManager[object]:
-    """CUDA autocast to ``dtype`` (from :func:`half_dtype`), or nothing for full precision."""
-    return torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
+def autocast(dtype: torch.dtype | None, device: torch.device) -> AbstractContextManager[object]:
+    """Autocast to ``dtype`` (from :func:`half_dtype`), or nothing for full precision."""
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
 class TiledRestorer:
@@ -148,7 +152,7 @@ def _global_gain(
         # the whole photo's; pieces of one tile keep memory bounded at full resolution.
         step = max(entry.tile, GAIN_PIECE_MIN)
         sums = counts = None
-        with torch.inference_mode(), autocast(dtype):
+        with torch.inference_mode(), autocast(dtype, image.device):
             for y in range(0, image.shape[2], step):
                 for x in range(0, image.shape[3], step):
                     piece_sums, piece_counts = model.gain_stats(
@@ -159,7 +163,7 @@ def _global_gain(
             log_gain = model.log_gain_from_stats(sums, counts)
 
         def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
-            with autocast(dtype):
+            with autocast(dtype, batch.device):
                 return model(batch, log_gain.expand(batch.shape[0], -1))
 
         return forward
@@ -179,10 +183,10 @@ def load_restorer(
     try:
         if entry.architecture in OWN_ARCHITECTURES:
             model = _own_model(entry, path).to(device).eval()
-            dtype = half_dtype(entry, device)
+            dtype = half_dtype(entry, device, settings.precision)
 
             def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
-                with autocast(dtype):
+                with autocast(dtype, device):
                     return model(batch)
 
             return TiledRestorer(
@@ -200,7 +204,9 @@ def load_restorer(
             )
         from workers.spandrel_models import load_spandrel
 
-        loaded = load_spandrel(path, device, task_names=entry.tasks or None)
+        loaded = load_spandrel(
+            path, device, task_names=entry.tasks or None, precision=settings.precision
+        )
     except ValueError as exc:
         raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
     return TiledRestorer(

@@ -89,15 +89,28 @@ class UnsupportedCheckpoint(ValueError):
 
 
 def autocast_dtype(
-    device: torch.device | str, *, supports_half: bool, supports_bfloat16: bool
+    device: torch.device | str,
+    *,
+    supports_half: bool,
+    supports_bfloat16: bool,
+    precision: str = "auto",
 ) -> torch.dtype | None:
     """The reduced precision to autocast to on ``device``, or None for float32.
 
-    Only CUDA gains from it. bfloat16 comes first: it keeps float32's range, so models whose
-    activations overflow fp16 (which is why spandrel leaves ``supports_half`` off for most
-    transformers) still work; fp16 is the fallback for GPUs without bf16.
+    ``auto``: only CUDA gains from it. bfloat16 comes first: it keeps float32's range, so
+    models whose activations overflow fp16 (which is why spandrel leaves ``supports_half`` off
+    for most transformers) still work; fp16 is the fallback for GPUs without bf16. ``bf16`` or
+    ``fp16`` ask for that precision on any device (CPUs with bf16 units gain from it too), and
+    still get float32 for a model that does not support it: a wrong answer is worse than a
+    slow one.
     """
     device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16 if supports_bfloat16 else None
+    if precision == "fp16":
+        return torch.float16 if supports_half else None
     if device.type != "cuda":
         return None
     if supports_bfloat16 and torch.cuda.is_bf16_supported():
@@ -133,8 +146,9 @@ class LoadedModel:
     descriptor: ImageModelDescriptor = field(repr=False)
     task_scales: tuple[int, ...] = field(repr=False)
     """Output scale of each head, aligned with ``tasks``."""
-    allow_autocast: bool = True
-    """False keeps CUDA passes in float32 (e.g. for evaluation against references)."""
+    precision: str = "auto"
+    """``auto``, ``fp32`` (e.g. to compare with references), ``bf16`` or ``fp16``: see
+    :func:`autocast_dtype`."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, init=False)
 
     @property
@@ -161,10 +175,11 @@ class LoadedModel:
         return self.task_scales[self.head_for(task)]
 
     def autocast_dtype(self, device: torch.device | str) -> torch.dtype | None:
-        if not self.allow_autocast:
-            return None
         return autocast_dtype(
-            device, supports_half=self.supports_half, supports_bfloat16=self.supports_bfloat16
+            device,
+            supports_half=self.supports_half,
+            supports_bfloat16=self.supports_bfloat16,
+            precision=self.precision,
         )
 
     def forward(self, x: torch.Tensor, task: str | None = None) -> torch.Tensor:
@@ -293,6 +308,7 @@ def load_spandrel(
     path: Path,
     device: torch.device | str = "cpu",
     task_names: Sequence[str] | None = None,
+    precision: str = "auto",
 ) -> LoadedModel:
     """Load the checkpoint at ``path`` onto ``device``, in eval mode.
 
@@ -321,6 +337,7 @@ def load_spandrel(
         default_task=tasks[default_head],
         descriptor=descriptor,
         task_scales=scales,
+        precision=precision,
     )
 
 
