@@ -183,21 +183,26 @@ def _transition(
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> bool:
-    """queued -> running. False when another delivery already took the job or it was cancelled."""
-    return _transition(
-        session,
-        job_id,
-        [JobStatus.queued],
-        status=JobStatus.running,
-        attempts=Job.attempts + 1,
-        worker_host=worker_host,
-        started_at=utcnow(),
-        heartbeat_at=utcnow(),
-        progress=0.0,
-        error_code=None,
-        error_message=None,
-    )
+def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> Job | None:
+    """queued -> running, returning the claimed job in the same round trip; None when another
+    delivery already took it or it was cancelled."""
+    now = utcnow()
+    return session.scalars(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(
+            status=JobStatus.running,
+            attempts=Job.attempts + 1,
+            worker_host=worker_host,
+            started_at=now,
+            heartbeat_at=now,
+            progress=0.0,
+            error_code=None,
+            error_message=None,
+        )
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
 
 
 def heartbeat(session: Session, job_ids: Collection[uuid.UUID]) -> None:
@@ -259,8 +264,17 @@ def queued_before(
 
 def record_progress(
     session: Session, job_id: uuid.UUID, progress: float, timings: dict[str, float]
-) -> None:
-    _transition(session, job_id, [JobStatus.running], progress=progress, **_timing_values(timings))
+) -> bool:
+    """Record progress; returns whether a cancel was asked for, in the same round trip."""
+    return bool(
+        session.scalar(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running)
+            .values(progress=progress, **_timing_values(timings))
+            .returning(Job.cancel_requested)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def succeed(
@@ -300,7 +314,9 @@ def _finish(
     if row is None:
         return False
     if row.webhook_url or row.batch_id:  # most single jobs owe nothing: no extra query
-        webhooks.job_finished(session, job_id)
+        webhooks.job_finished(
+            session, job_id, has_webhook=bool(row.webhook_url), batch_id=row.batch_id
+        )
     return True
 
 

@@ -137,15 +137,18 @@ def _queue(session: Session, tenant_id: str, url: str, event: str, data: dict[st
     session.flush()
 
 
-def job_finished(session: Session, job_id: uuid.UUID) -> None:
-    """Called in the transaction that moved the job to a final state."""
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return
-    if job.webhook_url:
-        _queue(session, job.tenant_id, job.webhook_url, f"job.{job.status.value}", job_payload(job))
-    if job.batch_id is not None:
-        finish_batch_if_done(session, job.batch_id)
+def job_finished(
+    session: Session, job_id: uuid.UUID, *, has_webhook: bool, batch_id: uuid.UUID | None
+) -> None:
+    """Called in the transaction that moved the job to a final state, with what that update
+    returned, so a job owing nothing costs no query."""
+    if has_webhook:
+        job = session.get(Job, job_id, populate_existing=True)
+        if job is not None and job.webhook_url:
+            event = f"job.{job.status.value}"
+            _queue(session, job.tenant_id, job.webhook_url, event, job_payload(job))
+    if batch_id is not None:
+        finish_batch_if_done(session, batch_id)
 
 
 def finish_batch_if_done(session: Session, batch_id: uuid.UUID) -> bool:

@@ -36,6 +36,9 @@ from workers.restorers import RestorerCache
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+REPORT_EVERY_S = 0.5
+"""Least time between a running job's progress writes and cancel checks."""
+
 # Share of the job done when each stage ends; restoring dominates.
 _PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "encode": 0.95}
 
@@ -133,16 +136,31 @@ class _Run:
         self.job = job
         self.timings: dict[str, float] = {}
         self.started = time.monotonic()
+        self.last_report = self.started  # the claim just wrote the job
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
         self.timings[name] = time.perf_counter() - start
-        if name in _PROGRESS:
+        if name in _PROGRESS and self._report_due():
             with self.ctx.sessions.begin() as session:
-                jobs.record_progress(session, self.job.id, _PROGRESS[name], self.timings)
-        self.check_stop()
+                cancelled = jobs.record_progress(
+                    session, self.job.id, _PROGRESS[name], self.timings
+                )
+            self._stop_if(cancelled)
+        else:
+            self.check_stop()
+
+    def _report_due(self) -> bool:
+        """Progress and cancel checks go to the database at most every ``REPORT_EVERY_S``: a
+        photo that takes milliseconds needs no progress bar, and each write is a round trip
+        that would cost more than the work."""
+        now = time.monotonic()
+        if now - self.last_report < REPORT_EVERY_S:
+            return False
+        self.last_report = now
+        return True
 
     def check_stop(self) -> None:
         """Between units of work: stop a cancelled job, or one past the soft time limit (the
@@ -150,9 +168,13 @@ class _Run:
         limit = self.ctx.settings.job_soft_time_limit_s
         if time.monotonic() - self.started > limit:
             raise TimeLimitExceeded(f"job ran longer than the {limit}s soft time limit")
-        with self.ctx.sessions() as session:
-            if jobs.cancel_requested(session, self.job.id):
-                raise JobCancelled(f"job {self.job.id} cancelled")
+        if self._report_due():
+            with self.ctx.sessions() as session:
+                self._stop_if(jobs.cancel_requested(session, self.job.id))
+
+    def _stop_if(self, cancelled: bool) -> None:
+        if cancelled:
+            raise JobCancelled(f"job {self.job.id} cancelled")
 
     @contextmanager
     def on_device(self) -> Iterator[None]:
@@ -208,18 +230,18 @@ class _Run:
         )
 
 
-def run_job(job_id: uuid.UUID, ctx: WorkerContext) -> JobStatus | None:
+def run_job(job_id: uuid.UUID, ctx: WorkerContext, retries: int = 0) -> JobStatus | None:
     """Run one job if it is still queued. Returns its final status, or None if another delivery
-    owns it (or it was cancelled before it started). Raises ``RetryLater`` on transient errors."""
+    owns it (or it was cancelled before it started). Raises ``RetryLater`` on transient errors;
+    ``retries`` (how often this delivery was retried already) makes its wait grow."""
     try:
         with ctx.sessions.begin() as session:
-            if not jobs.claim(session, job_id, ctx.host):
+            job = jobs.claim(session, job_id, ctx.host)
+            if job is None:
                 log.info("job %s is not queued any more; skipping this delivery", job_id)
                 return None
-        with ctx.sessions() as session:
-            job = jobs.get_job(session, job_id)
     except OperationalError as exc:
-        raise RetryLater(backoff(ctx.settings, 1), DatabaseUnavailable(str(exc))) from exc
+        raise RetryLater(backoff(ctx.settings, retries + 1), DatabaseUnavailable(str(exc))) from exc
 
     run = _Run(ctx, job)
     ctx.running.add(job_id)

@@ -59,7 +59,7 @@ def _warm_up_threads(sender: object = None, **_: object) -> None:
 @app.task(name=RESTORE_TASK, bind=True, max_retries=None)
 def restore(self: Task, job_id: str) -> str | None:
     try:
-        status = run_job(uuid.UUID(job_id), context())
+        status = run_job(uuid.UUID(job_id), context(), retries=self.request.retries or 0)
     except RetryLater as retry:
         raise self.retry(countdown=retry.countdown) from retry
     return status.value if status else None

@@ -163,6 +163,8 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
+    if batch_id is not None:
+        jobs.get_batch(session, batch_id, caller.tenant_id)  # another tenant's batch: 404
     items, next_cursor = jobs.list_jobs(
         session,
         tenant_id=caller.tenant_id,

@@ -1,0 +1,265 @@
+"""The real services a benchmark drives, started the way operators run them.
+
+PostgreSQL (a fresh database, migrated), Redis (a broker URL, queues under a fresh prefix), an
+S3 endpoint (a ``moto_server`` started here, or one given), the API in-process (FastAPI's
+``TestClient``: the whole request path without a socket) and ``darkroom worker`` processes
+started with the same environment variables a deployment sets. The test suite builds a
+:class:`Stack` from its own fixtures instead, so the benchmarks' code runs there at a tiny size.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+from PIL import Image
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import session_factory
+from shared.models import FINISHED, STAGES, Job, JobStatus
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+UNLIMITED = {"DARKROOM_RATE_LIMIT_PER_MINUTE": "0", "DARKROOM_MAX_ACTIVE_JOBS": "0"}
+"""A benchmark submits faster than a tenant is allowed to by default."""
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """What a process started with ``env`` reads (the benchmark's own view of the config)."""
+    return Settings(**{key.removeprefix("DARKROOM_").lower(): value for key, value in env.items()})
+
+
+@dataclass
+class Stack:
+    """One configuration shared by the benchmark process and the workers it starts."""
+
+    env: dict[str, str]
+    s3: Any
+    """A boto3 S3 client on the endpoint the workers use."""
+    workdir: Path
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = settings_from_env(self.env)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.settings.database_url)
+
+    def with_env(self, **overrides: str) -> Stack:
+        return Stack({**self.env, **overrides}, self.s3, self.workdir)
+
+    def put_objects(self, objects: dict[str, bytes]) -> None:
+        for key, body in objects.items():
+            self.s3.put_object(Bucket=self.settings.input_bucket, Key=key, Body=body)
+
+    @contextmanager
+    def worker(self, concurrency: int, queues: str, **env: str) -> Iterator[Path]:
+        """A ``darkroom worker`` process holding ``concurrency`` jobs; yields its log file."""
+        log = self.workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        proc = subprocess.Popen(
+            [
+                str(BIN / "darkroom"),
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                str(concurrency),
+            ],
+            env={**os.environ, **self.env, **env},
+            cwd=REPO,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 180)
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
+            yield log
+        finally:
+            stop(proc)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still waiting after {timeout}s")
+        time.sleep(interval)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator[Stack]:
+    """A fresh PostgreSQL database and a ``moto_server`` (dropped and stopped afterwards), a
+    fresh queue prefix on ``broker_url`` and fresh buckets."""
+    from shared.migrate import upgrade
+
+    name = f"darkroom_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    workdir = Path(tempfile.mkdtemp(prefix="darkroom-bench-"))
+    port = free_port()
+    moto = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=(workdir / "moto.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        upgrade(database_url)
+        wait_for(lambda: _port_open(port), 30)
+        suffix = uuid.uuid4().hex[:8]
+        base = {
+            "DARKROOM_HOME": str(workdir / "home"),
+            "DARKROOM_DATABASE_URL": database_url,
+            "DARKROOM_EXECUTION": "celery",
+            "DARKROOM_BROKER_URL": broker_url,
+            "DARKROOM_QUEUE_PREFIX": f"darkroom-bench-{suffix}",
+            "DARKROOM_STORAGE_BACKEND": "s3",
+            "DARKROOM_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "DARKROOM_S3_ACCESS_KEY_ID": "bench",
+            "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
+            "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
+            "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
+            **UNLIMITED,
+            **({"DARKROOM_MODEL_DIR": str(model_dir)} if model_dir else {}),
+            **env,
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=base["DARKROOM_S3_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        for bucket in (base["DARKROOM_INPUT_BUCKET"], base["DARKROOM_OUTPUT_BUCKET"]):
+            s3.create_bucket(Bucket=bucket)
+        yield Stack(base, s3, workdir)
+    finally:
+        stop(moto)
+        session_factory(database_url).kw["bind"].dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def tiny_mirnet(folder: Path, features: int = 8) -> Path:
+    """A small MIRNet with random weights in the published checkpoint layout, as
+    ``mirnet-lol.pt``: the real loading and tiled inference path at a cost a CPU shrugs off.
+    Returns the folder (``DARKROOM_MODEL_DIR``)."""
+    import torch
+
+    from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = MIRNet(num_features=features, number_msrb=1, number_rrg=1)
+    save_mirnet_checkpoint(model, folder / "mirnet-lol.pt")
+    return folder
+
+
+def jpeg(width: int, height: int, seed: int = 0, quality: int = 92) -> bytes:
+    """A dim, noisy JPEG of the given size (structure for the model, realistic file size)."""
+    rng = np.random.default_rng(seed)
+    gradient = np.linspace(10, 90, width, dtype=np.float32)[None, :, None]
+    pixels = gradient + rng.normal(0, 12, (height, width, 3)).astype(np.float32)
+    out = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Finished:
+    seconds: float
+    """From submission until the last job of the batch finished."""
+    counts: dict[str, int]
+    stages: dict[str, float]
+    """Mean seconds per job of each stage, over succeeded jobs."""
+    attempts: int
+    """Attempts summed over the jobs (equal to the job count when each ran once)."""
+
+
+def wait_batch(
+    sessions: sessionmaker[Session], batch_id: uuid.UUID, started: float, timeout: float
+) -> Finished:
+    """Poll the database (as ``darkroom submit --wait`` does) until every job of the batch is
+    finished; ``started`` is the ``perf_counter`` at submission."""
+    finished_statuses = [status.value for status in FINISHED]
+    deadline = time.monotonic() + timeout
+    with sessions() as session:
+        total = session.scalar(select(func.count()).where(Job.batch_id == batch_id)) or 0
+    while True:
+        with sessions() as session:
+            done = session.scalar(
+                select(func.count()).where(
+                    Job.batch_id == batch_id, Job.status.in_(finished_statuses)
+                )
+            )
+        if done == total:
+            seconds = time.perf_counter() - started
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{done}/{total} jobs finished after {timeout}s")
+        time.sleep(0.01)
+    with sessions() as session:
+        rows = list(session.scalars(select(Job).where(Job.batch_id == batch_id)))
+    counts: dict[str, int] = {}
+    for job in rows:
+        counts[JobStatus(job.status).value] = counts.get(JobStatus(job.status).value, 0) + 1
+    succeeded = [job for job in rows if job.status == JobStatus.succeeded]
+    stages = {
+        stage: float(np.mean([job.timings[stage] or 0.0 for job in succeeded]))
+        for stage in STAGES
+        if succeeded
+    }
+    return Finished(seconds, counts, stages, sum(job.attempts for job in rows))
+
+
+def submit_batch(client: Any, keys: Sequence[str], model: str) -> uuid.UUID:
+    """``POST /v1/batches`` with explicit keys; returns the batch id."""
+    response = client.post("/v1/batches", json={"keys": list(keys), "model": model})
+    if response.status_code != 202:
+        raise RuntimeError(f"batch refused: {response.status_code} {response.text}")
+    return uuid.UUID(response.json()["id"])
