@@ -10,10 +10,6 @@ started with the same environment variables a deployment sets. The test suite bu
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,9 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import session_factory
 from shared.models import FINISHED, STAGES, Job, JobStatus
 from shared.settings import Settings
+from tests import services
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 UNLIMITED = {"DARKROOM_RATE_LIMIT_PER_MINUTE": "0", "DARKROOM_MAX_ACTIVE_JOBS": "0"}
@@ -74,51 +69,18 @@ class Stack:
     def worker(self, concurrency: int, queues: str, **env: str) -> Iterator[Path]:
         """A ``darkroom worker`` process holding ``concurrency`` jobs; yields its log file."""
         log = self.workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        proc = subprocess.Popen(
-            [
-                str(BIN / "darkroom"),
-                "worker",
-                "--queues",
-                queues,
-                "--concurrency",
-                str(concurrency),
-            ],
-            env={**os.environ, **self.env, **env},
-            cwd=REPO,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+        proc = services.start_worker(
+            {**self.env, **env},
+            log,
+            queues,
+            timeout=180,
+            pool="threads" if concurrency > 1 else "solo",
+            concurrency=concurrency,
         )
         try:
-            wait_for(lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 180)
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
             yield log
         finally:
-            stop(proc)
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still waiting after {timeout}s")
-        time.sleep(interval)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+            services.stop(proc, timeout=30)
 
 
 @contextmanager
@@ -133,15 +95,9 @@ def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     workdir = Path(tempfile.mkdtemp(prefix="darkroom-bench-"))
-    port = free_port()
-    moto = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=(workdir / "moto.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    moto, endpoint = services.start_moto(workdir / "moto.log")
     try:
         upgrade(database_url)
-        wait_for(lambda: _port_open(port), 30)
         suffix = uuid.uuid4().hex[:8]
         base = {
             "DARKROOM_HOME": str(workdir / "home"),
@@ -150,7 +106,7 @@ def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator
             "DARKROOM_BROKER_URL": broker_url,
             "DARKROOM_QUEUE_PREFIX": f"darkroom-bench-{suffix}",
             "DARKROOM_STORAGE_BACKEND": "s3",
-            "DARKROOM_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "DARKROOM_S3_ENDPOINT_URL": endpoint,
             "DARKROOM_S3_ACCESS_KEY_ID": "bench",
             "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
             "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
@@ -170,19 +126,11 @@ def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator
             s3.create_bucket(Bucket=bucket)
         yield Stack(base, s3, workdir)
     finally:
-        stop(moto)
+        services.stop(moto)
         session_factory(database_url).kw["bind"].dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def tiny_mirnet(folder: Path, features: int = 8) -> Path:

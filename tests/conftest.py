@@ -10,6 +10,7 @@ import io
 import os
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -175,6 +176,23 @@ def jpeg_bytes(
     out = io.BytesIO()
     image.save(out, "JPEG", quality=92, exif=exif.tobytes())
     return out.getvalue()
+
+
+def png_declaring(width: int, height: int, bit_depth: int = 8) -> bytes:
+    """A well-formed PNG declaring ``width`` x ``height`` whose pixel data is a few bytes of
+    zlib: a decoder that trusted the header would allocate the whole canvas."""
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, 2, 0, 0, 0])
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body
+            + zlib.crc32(kind + body).to_bytes(4, "big")
+        )  # fmt: skip
+
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b"")
+    )  # fmt: skip
 
 
 @pytest.fixture

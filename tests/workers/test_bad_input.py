@@ -26,25 +26,8 @@ from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.storage import make_storage
 from tests import services
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, png_declaring
 from workers.imaging import decode
-
-
-def _png_header_only(width: int, height: int, bit_depth: int = 8) -> bytes:
-    """A well-formed PNG declaring ``width`` x ``height`` whose pixel data is a few bytes of
-    zlib: a decoder that trusted the header would allocate the whole canvas."""
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, 2, 0, 0, 0])
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            len(body).to_bytes(4, "big") + kind + body
-            + zlib.crc32(kind + body).to_bytes(4, "big")
-        )  # fmt: skip
-
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b"")
-    )  # fmt: skip
 
 
 def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -94,7 +77,7 @@ BAD: dict[str, tuple[bytes, str]] = {
     "random.jpg": (os.urandom(4096), "not a readable image"),
     "zero.jpg": (b"", "empty file"),
     "notes.png": (b"Shopping: eggs, milk, film\n" * 40, "not a readable image"),
-    "bomb.png": (_png_header_only(100_000, 100_000), "over the limit"),
+    "bomb.png": (png_declaring(100_000, 100_000), "over the limit"),
     "strip.png": (_save(Image.fromarray(_noise((20_000, 1))), "PNG"), "aspect ratio"),
 }
 
@@ -187,13 +170,13 @@ def test_unicode_names_are_kept_in_the_result_key(run_job: Callable[[str, bytes]
 def test_a_decompression_bomb_is_refused_from_its_header_at_once() -> None:
     start = time.perf_counter()
     with pytest.raises(InvalidImage, match="over the limit"):
-        decode(_png_header_only(100_000, 100_000), max_pixels=100_000_000)
+        decode(png_declaring(100_000, 100_000), max_pixels=100_000_000)
     assert time.perf_counter() - start < 1.0  # nothing was decompressed or allocated
 
 
 @pytest.mark.parametrize("size", [(1, 20_000), (20_000, 1), (51, 1)])
 def test_absurd_aspect_ratios_are_refused_before_decoding(size: tuple[int, int]) -> None:
-    data = _png_header_only(*size)  # the header alone: no pixel data is needed to refuse
+    data = png_declaring(*size)  # the header alone: no pixel data is needed to refuse
     with pytest.raises(InvalidImage, match=r"aspect ratio of .* over the limit of 50:1"):
         decode(data, max_pixels=100_000_000, max_aspect_ratio=50)
 

@@ -14,7 +14,6 @@ import os
 import signal
 import time
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,26 +26,10 @@ from shared.model_store import ModelStore
 from shared.models import Job, JobStatus
 from shared.storage import make_storage
 from tests import services
-from tests.conftest import jpeg_bytes, settings_from_env
+from tests.conftest import jpeg_bytes, png_declaring, settings_from_env
 from tests.faults import finished, tally
 
 GOOD, BAD = 950, 50
-
-
-def _bomb_png() -> bytes:
-    """A well-formed PNG declaring 100000 x 100000 pixels, with a few bytes of pixel data."""
-    header = (100_000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            len(body).to_bytes(4, "big") + kind + body
-            + zlib.crc32(kind + body).to_bytes(4, "big")
-        )  # fmt: skip
-
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b"")
-    )  # fmt: skip
 
 
 def _bad_inputs(count: int) -> list[tuple[str, bytes]]:
@@ -61,7 +44,7 @@ def _bad_inputs(count: int) -> list[tuple[str, bytes]]:
         ("text.png", b"this is a shopping list, not a photo\n" * 20),
         ("page.jpg", b"<!doctype html><html><body>not an image</body></html>"),
         ("truncated.png", png.getvalue()[:-30]),
-        ("bomb.png", _bomb_png()),
+        ("bomb.png", png_declaring(100_000, 100_000)),
     ]
     return [(f"{i:03d}-{kinds[i % len(kinds)][0]}", kinds[i % len(kinds)][1]) for i in range(count)]
 
