@@ -236,6 +236,8 @@ class Report:
     serial: Serial
     batches: dict[int, Finished]
     """Per worker concurrency."""
+    local: Finished
+    """Concurrency 1 with a local object folder instead of the S3 endpoint."""
     creation: BatchCreation
 
 
@@ -253,8 +255,16 @@ def run(stack: Stack, *, roundtrips: int, drain: int, jobs: int, batch: int) -> 
         with stack.worker(3, "mirnet", **preload):
             darkroom_batch(stack, client, _inputs(stack, 10))
             batches[3] = darkroom_batch(stack, client, _inputs(stack, jobs))
+    # The same without moto, which shares the two cores and costs more than the rest: what
+    # Darkroom itself adds (API, database, broker, worker) shows better.
+    local = stack.with_env(
+        DARKROOM_STORAGE_BACKEND="local", DARKROOM_STORAGE_DIR=str(stack.workdir / "objects")
+    )
+    with TestClient(create_app(local.settings)) as client, local.worker(1, "mirnet", **preload):
+        darkroom_batch(local, client, _inputs(local, 10))
+        local_batch = darkroom_batch(local, client, _inputs(local, jobs))
     creation = batch_creation(stack, batch)
-    return Report(raw, serial, batches, creation)
+    return Report(raw, serial, batches, local_batch, creation)
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -278,9 +288,15 @@ def print_report(report: Report, console: Console) -> None:
             f"{total / finished.seconds:,.1f}/s",
             f"{total / finished.seconds / raw.roundtrips_per_s:.3f}",
         )
+    total = sum(report.local.counts.values())
+    table.add_row(
+        f"Darkroom batch of {total}, worker concurrency 1, local object folder (no S3)",
+        f"{total / report.local.seconds:,.1f}/s",
+        f"{total / report.local.seconds / raw.roundtrips_per_s:.3f}",
+    )
     console.print(table)
     stages = Table("worker concurrency", "statuses", *report.batches[1].stages, title="mean s/job")
-    for concurrency, finished in report.batches.items():
+    for concurrency, finished in [*report.batches.items(), ("1, local", report.local)]:
         stages.add_row(
             str(concurrency),
             ", ".join(f"{k} {v}" for k, v in finished.counts.items()),

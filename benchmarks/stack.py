@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import session_factory
 from shared.models import FINISHED, STAGES, Job, JobStatus
 from shared.settings import Settings
+from shared.storage import make_storage
 from tests import services
 
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -62,6 +63,11 @@ class Stack:
         return Stack({**self.env, **overrides}, self.s3, self.workdir)
 
     def put_objects(self, objects: dict[str, bytes]) -> None:
+        if self.settings.storage_backend == "local":  # the folder the workers share
+            storage = make_storage(self.settings)
+            for key, body in objects.items():
+                storage.put(self.settings.input_bucket, key, body)
+            return
         for key, body in objects.items():
             self.s3.put_object(Bucket=self.settings.input_bucket, Key=key, Body=body)
 
