@@ -18,8 +18,9 @@ def run_once(ctx: WorkerContext, *, sweep: bool, cleanup: bool) -> None:
     if sweep:
         with ctx.sessions.begin() as session:
             webhooks.sweep_batches(session)
-    if cleanup:
-        retention.cleanup_once(ctx.sessions, ctx.storage, ctx.settings)
+    if cleanup:  # page by page until nothing is due: a 10,000-photo batch expires at once
+        while retention.cleanup_once(ctx.sessions, ctx.storage, ctx.settings):
+            pass
 
 
 def start(ctx: WorkerContext) -> threading.Event:
