@@ -42,12 +42,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".g
 
 
 def _settings() -> Settings:
-    settings = get_settings()
-    if settings.database_url.startswith("sqlite"):
-        # The embedded database is ours to create; a server database is migrated explicitly.
-        from shared.migrate import upgrade
+    from shared.migrate import upgrade_embedded
 
-        upgrade(settings.database_url)
+    settings = get_settings()
+    upgrade_embedded(settings.database_url)
     return settings
 
 

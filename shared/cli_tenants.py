@@ -10,10 +10,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import select
 
 from shared import tenants
 from shared.db import session_scope
 from shared.errors import DarkroomError
+from shared.migrate import upgrade_embedded
 from shared.models import Tenant
 from shared.settings import get_settings
 
@@ -21,6 +23,12 @@ tenants_app = typer.Typer(help="Tenants: create and list.", no_args_is_help=True
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
+
+
+def _database_url() -> str:
+    url = get_settings().database_url
+    upgrade_embedded(url)
+    return url
 
 
 def _fail(exc: DarkroomError) -> typer.Exit:
@@ -41,7 +49,7 @@ def create_tenant(
 ) -> None:
     """Create a tenant and print its webhook signing secret (shown once)."""
     try:
-        with session_scope(get_settings().database_url) as session:
+        with session_scope(_database_url()) as session:
             tenant = tenants.create_tenant(
                 session,
                 tenant_id,
@@ -58,8 +66,8 @@ def create_tenant(
 
 @tenants_app.command("list")
 def list_tenants() -> None:
-    with session_scope(get_settings().database_url) as session:
-        rows = session.query(Tenant).order_by(Tenant.id).all()
+    with session_scope(_database_url()) as session:
+        rows = session.scalars(select(Tenant).order_by(Tenant.id)).all()
         table = Table("id", "name", "rate limit/min", "max active", "created")
         for tenant in rows:
             table.add_row(
@@ -79,7 +87,7 @@ def create_key(
 ) -> None:
     """Create an API key and print it (shown once: only its hash is stored)."""
     try:
-        with session_scope(get_settings().database_url) as session:
+        with session_scope(_database_url()) as session:
             new = tenants.create_key(session, tenant, name)
     except DarkroomError as exc:
         raise _fail(exc) from None
@@ -89,7 +97,7 @@ def create_key(
 
 @keys_app.command("list")
 def list_keys(tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None) -> None:
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(_database_url()) as session:
         table = Table("key", "tenant", "name", "created", "revoked")
         for key in tenants.list_keys(session, tenant):
             table.add_row(
@@ -107,7 +115,7 @@ def revoke_key(
     key_prefix: Annotated[str, typer.Argument(help="The key, or its start as `keys list` shows.")],
 ) -> None:
     try:
-        with session_scope(get_settings().database_url) as session:
+        with session_scope(_database_url()) as session:
             count = tenants.revoke_key(session, key_prefix)
     except DarkroomError as exc:
         raise _fail(exc) from None

@@ -23,3 +23,10 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+def upgrade_embedded(database_url: str) -> None:
+    """The embedded SQLite database is Darkroom's own to create and keep current; a server
+    database is migrated explicitly (``darkroom db upgrade``), never behind an operator's back."""
+    if database_url.startswith("sqlite"):
+        upgrade(database_url)

@@ -136,7 +136,7 @@ def _first(value: int | None, default: int) -> int:
 
 def authenticate(session: Session, settings: Settings, authorization: str | None) -> Caller:
     """The default tenant when API keys are off, else the owner of the presented key.
-    Unknown, revoked and missing keys get the same answer."""
+    Unknown and revoked keys get the same answer, so probing tells nothing."""
     if settings.auth == "none":
         return caller_for(settings, None)
     scheme, _, raw = (authorization or "").partition(" ")

@@ -37,3 +37,10 @@ def test_create_a_tenant_and_key_use_it_then_revoke_it(
         revoked = darkroom("keys", "revoke", key[:12], env=env, cwd=tmp_path)
         assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
         assert http.get("/v1/jobs").status_code == 401
+
+
+def test_tenant_commands_create_the_embedded_database(tmp_path: Path) -> None:
+    env = {"DARKROOM_HOME": str(tmp_path / "home")}
+    assert darkroom("tenants", "create", "studio-one", env=env, cwd=tmp_path).returncode == 0
+    listed = darkroom("tenants", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and "studio-one" in listed.stdout
