@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from api.deps import get_caller
+from api.metrics import metrics_registry
 from api.routes import batches, jobs, meta, uploads
 from api.schemas import ErrorBody
 from shared.errors import DarkroomError, RateLimited, Unauthenticated
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = ModelStore(settings, app.state.storage)
     app.state.dispatcher = make_dispatcher(settings)
     app.state.limiter = SubmissionLimiter(settings)
+    app.state.metrics = metrics_registry(settings)
     # Everything under /v1 acts for a tenant; /healthz and /readyz stay open for probes.
     for router in (jobs.router, batches.router, uploads.router, meta.models_router):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)

@@ -46,3 +46,14 @@ def job_ids_in_broker(broker_url: str, queues: Iterable[str]) -> set[str] | None
     finally:
         client.close()
     return {job_id for m in messages if (job_id := _job_id(m)) is not None}
+
+
+def queue_depths(broker_url: str, queues: Iterable[str]) -> dict[str, int] | None:
+    """Messages waiting per queue (what autoscaling watches); None if the broker is not Redis."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return {queue: int(client.llen(queue)) for queue in queues}
+    finally:
+        client.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api.deps import DispatcherDep, ModelsDep, SessionDep, SettingsDep, StorageDep
+from api.metrics import render
 from api.schemas import ModelOut, Readiness
 
 router = APIRouter(tags=["meta"])
@@ -56,3 +58,9 @@ def readyz(
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Readiness(ready=ready, checks=checks)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: jobs per status, queue depth per model family, webhook states."""
+    return Response(render(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
