@@ -41,7 +41,6 @@ from benchmarks.stack import (
     Stack,
     jpeg,
     local_stack,
-    settings_from_env,
     submit_batch,
     tiny_mirnet,
     wait_batch,
@@ -50,6 +49,7 @@ from shared.models import FINISHED, Job, JobStatus
 from shared.queue import make_celery
 from shared.service import Dispatcher
 from shared.settings import Settings
+from tests.conftest import settings_from_env
 
 NOOP_TASK = "darkroom.benchmark.noop"
 MODEL = "mirnet-lol"

@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import session_factory
@@ -30,16 +30,7 @@ from shared.models import FINISHED, STAGES, Job, JobStatus
 from shared.settings import Settings
 from shared.storage import make_storage
 from tests import services
-
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-
-UNLIMITED = {"DARKROOM_RATE_LIMIT_PER_MINUTE": "0", "DARKROOM_MAX_ACTIVE_JOBS": "0"}
-"""A benchmark submits faster than a tenant is allowed to by default."""
-
-
-def settings_from_env(env: dict[str, str]) -> Settings:
-    """What a process started with ``env`` reads (the benchmark's own view of the config)."""
-    return Settings(**{key.removeprefix("DARKROOM_").lower(): value for key, value in env.items()})
+from tests.conftest import settings_from_env
 
 
 @dataclass
@@ -95,48 +86,39 @@ def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator
     fresh queue prefix on ``broker_url`` and fresh buckets."""
     from shared.migrate import upgrade
 
-    name = f"darkroom_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     workdir = Path(tempfile.mkdtemp(prefix="darkroom-bench-"))
-    moto, endpoint = services.start_moto(workdir / "moto.log")
-    try:
+    with services.scratch_database("darkroom_bench") as database_url:
         upgrade(database_url)
-        suffix = uuid.uuid4().hex[:8]
-        base = {
-            "DARKROOM_HOME": str(workdir / "home"),
-            "DARKROOM_DATABASE_URL": database_url,
-            "DARKROOM_EXECUTION": "celery",
-            "DARKROOM_BROKER_URL": broker_url,
-            "DARKROOM_QUEUE_PREFIX": f"darkroom-bench-{suffix}",
-            "DARKROOM_STORAGE_BACKEND": "s3",
-            "DARKROOM_S3_ENDPOINT_URL": endpoint,
-            "DARKROOM_S3_ACCESS_KEY_ID": "bench",
-            "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
-            "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
-            "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
-            **UNLIMITED,
-            **({"DARKROOM_MODEL_DIR": str(model_dir)} if model_dir else {}),
-            **env,
-        }
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=base["DARKROOM_S3_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
-        for bucket in (base["DARKROOM_INPUT_BUCKET"], base["DARKROOM_OUTPUT_BUCKET"]):
-            s3.create_bucket(Bucket=bucket)
-        yield Stack(base, s3, workdir)
-    finally:
-        services.stop(moto)
-        session_factory(database_url).kw["bind"].dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        moto, endpoint = services.start_moto(workdir / "moto.log")
+        try:
+            suffix = uuid.uuid4().hex[:8]
+            base = {
+                "DARKROOM_HOME": str(workdir / "home"),
+                "DARKROOM_DATABASE_URL": database_url,
+                "DARKROOM_EXECUTION": "celery",
+                "DARKROOM_BROKER_URL": broker_url,
+                "DARKROOM_QUEUE_PREFIX": f"darkroom-bench-{suffix}",
+                "DARKROOM_STORAGE_BACKEND": "s3",
+                "DARKROOM_S3_ENDPOINT_URL": endpoint,
+                "DARKROOM_S3_ACCESS_KEY_ID": "bench",
+                "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
+                "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
+                "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
+                **({"DARKROOM_MODEL_DIR": str(model_dir)} if model_dir else {}),
+                **env,
+            }
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="bench",
+                aws_secret_access_key="bench",
+            )
+            for bucket in (base["DARKROOM_INPUT_BUCKET"], base["DARKROOM_OUTPUT_BUCKET"]):
+                s3.create_bucket(Bucket=bucket)
+            yield Stack(base, s3, workdir)
+        finally:
+            services.stop(moto)
 
 
 def tiny_mirnet(folder: Path, features: int = 8) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Update, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import webhooks
@@ -171,15 +171,21 @@ def list_jobs(
 # --- transitions ------------------------------------------------------------------------------
 
 
-def _transition(
-    session: Session, job_id: uuid.UUID, allowed: Sequence[JobStatus], **values: Any
-) -> bool:
-    result = session.execute(
+def _conditional(job_id: uuid.UUID, allowed: Sequence[JobStatus], **values: Any) -> Update:
+    """``UPDATE jobs SET ... WHERE id = :id AND status IN (:allowed)``: every change of a job
+    goes through this, some with a ``RETURNING`` to save a round trip."""
+    return (
         update(Job)
         .where(Job.id == job_id, Job.status.in_(list(allowed)))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+
+
+def _transition(
+    session: Session, job_id: uuid.UUID, allowed: Sequence[JobStatus], **values: Any
+) -> bool:
+    result = session.execute(_conditional(job_id, allowed, **values))
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -188,9 +194,9 @@ def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> Job | None:
     delivery already took it or it was cancelled."""
     now = utcnow()
     return session.scalars(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued)
-        .values(
+        _conditional(
+            job_id,
+            [JobStatus.queued],
             status=JobStatus.running,
             attempts=Job.attempts + 1,
             worker_host=worker_host,
@@ -199,9 +205,7 @@ def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> Job | None:
             progress=0.0,
             error_code=None,
             error_message=None,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False)
+        ).returning(Job)
     ).one_or_none()
 
 
@@ -266,15 +270,10 @@ def record_progress(
     session: Session, job_id: uuid.UUID, progress: float, timings: dict[str, float]
 ) -> bool:
     """Record progress; returns whether a cancel was asked for, in the same round trip."""
-    return bool(
-        session.scalar(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.running)
-            .values(progress=progress, **_timing_values(timings))
-            .returning(Job.cancel_requested)
-            .execution_options(synchronize_session=False)
-        )
+    statement = _conditional(
+        job_id, [JobStatus.running], progress=progress, **_timing_values(timings)
     )
+    return bool(session.scalar(statement.returning(Job.cancel_requested)))
 
 
 def succeed(
@@ -304,13 +303,8 @@ def _finish(
 ) -> bool:
     """A transition into a final state, plus the events it owes, in the same transaction:
     the job's webhook and, for the last job of a batch, the batch's."""
-    row = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(list(allowed)))
-        .values(**values)
-        .returning(Job.webhook_url, Job.batch_id)
-        .execution_options(synchronize_session=False)
-    ).first()
+    statement = _conditional(job_id, allowed, **values)
+    row = session.execute(statement.returning(Job.webhook_url, Job.batch_id)).first()
     if row is None:
         return False
     if row.webhook_url or row.batch_id:  # most single jobs owe nothing: no extra query
@@ -449,7 +443,7 @@ def expired_results(
     rows = session.execute(
         select(Job.id, Job.output_bucket, Job.output_key, Job.input_bucket, Job.input_key)
         .where(
-            Job.status.in_([s for s in FINISHED]),
+            Job.status.in_(list(FINISHED)),
             Job.finished_at < older_than,
             Job.result_expired_at.is_(None),
         )

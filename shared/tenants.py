@@ -117,12 +117,12 @@ class Caller:
 
 
 OPERATOR = Caller(DEFAULT_TENANT, rate_limit_per_minute=0, max_active_jobs=0)
-"""The default tenant: API keys off, or the CLI on a server. No limits."""
+"""The default tenant: API keys off (one trusted tenant, nothing to share fairly), or the CLI
+on a server. No limits."""
 
 
-def caller_for(settings: Settings, tenant: Tenant | None) -> Caller:
-    if tenant is None:  # API keys off: one trusted tenant, nothing to share fairly
-        return OPERATOR
+def caller_for(settings: Settings, tenant: Tenant) -> Caller:
+    """A tenant's own limits, or the server's where it has none."""
     return Caller(
         tenant.id,
         _first(tenant.rate_limit_per_minute, settings.rate_limit_per_minute),
@@ -135,10 +135,8 @@ def _first(value: int | None, default: int) -> int:
 
 
 def authenticate(session: Session, settings: Settings, authorization: str | None) -> Caller:
-    """The default tenant when API keys are off, else the owner of the presented key.
-    Unknown and revoked keys get the same answer, so probing tells nothing."""
-    if settings.auth == "none":
-        return caller_for(settings, None)
+    """The owner of the presented key (API keys on; with them off every caller is
+    :data:`OPERATOR`). Unknown and revoked keys get the same answer, so probing tells nothing."""
     scheme, _, raw = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise Unauthenticated("send 'Authorization: Bearer <API key>'")

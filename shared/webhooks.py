@@ -242,9 +242,12 @@ def _post(client: httpx.Client, settings: Settings, delivery: WebhookDelivery, s
 
 def deliver_due(sessions: sessionmaker[Session], settings: Settings, limit: int = 20) -> int:
     """POST due events; returns how many were delivered. Failures are rescheduled."""
+    claimed = _claim_due(sessions, settings, limit)
+    if not claimed:  # the usual case, every few seconds in every worker: no client to build
+        return 0
     delivered = 0
     with httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False) as client:
-        for delivery_id in _claim_due(sessions, settings, limit):
+        for delivery_id in claimed:
             with sessions() as session:
                 delivery = session.get(WebhookDelivery, delivery_id)
                 assert delivery is not None

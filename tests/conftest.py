@@ -19,7 +19,6 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import create_engine, text
 
 from api.app import create_app
 from shared.migrate import upgrade
@@ -27,7 +26,6 @@ from shared.models import FINISHED, JobStatus
 from shared.settings import Settings
 from tests import services
 
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 # Concurrent local runs (several developers or agents on one machine) pick different numbers.
 REDIS_DB = int(os.environ.get("DARKROOM_TEST_REDIS_DB", "11"))
 
@@ -46,19 +44,9 @@ def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database on the machine's PostgreSQL, migrated to head, dropped afterwards."""
-    name = f"darkroom_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    upgrade(url)
-    yield url
-    from shared.db import session_factory
-
-    session_factory(url).kw["bind"].dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with services.scratch_database("darkroom_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,12 @@ from sqlalchemy import func
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import service
+from shared.db import session_factory
+from shared.model_store import ModelStore
 from shared.models import FINISHED, Job, JobStatus
+from shared.storage import make_storage
+from tests.conftest import settings_from_env
 
 Mode = Literal["pass", "refuse", "stall", "http_503", "truncate"]
 
@@ -227,6 +232,24 @@ class Tally:
             f"| {self.fault} | {self.submitted} | {self.succeeded} | {self.failed} ({codes}) "
             f"| {self.duplicates} | {self.lost} |"
         )
+
+
+def submit_photos(
+    env: dict[str, str], s3: Any, keys_and_images: list[tuple[str, bytes]]
+) -> list[uuid.UUID]:
+    """Upload each photo and submit it as a job (model ``mirnet-lol``), as the API would."""
+    settings = settings_from_env(env)
+    dispatcher = service.make_dispatcher(settings)
+    models = ModelStore(settings, make_storage(settings))
+    ids = []
+    with session_factory(settings.database_url)() as session:
+        for key, data in keys_and_images:
+            s3.put_object(Bucket=settings.input_bucket, Key=key, Body=data)
+            job, _ = service.submit_job(
+                session, settings, dispatcher, models, model="mirnet-lol", input_key=key
+            )
+            ids.append(job.id)
+    return ids
 
 
 def finished(session_maker: sessionmaker[Session], job_ids: list[uuid.UUID]) -> int:

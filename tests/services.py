@@ -12,11 +12,36 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the machine's PostgreSQL, dropped (connections and all) on
+    exit: each test session, migration test and benchmark gets its own."""
+    from shared.db import session_factory
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url
+    finally:
+        session_factory(url).kw["bind"].dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def free_port() -> int:

@@ -143,14 +143,7 @@ class _Run:
         start = time.perf_counter()
         yield
         self.timings[name] = time.perf_counter() - start
-        if name in _PROGRESS and self._report_due():
-            with self.ctx.sessions.begin() as session:
-                cancelled = jobs.record_progress(
-                    session, self.job.id, _PROGRESS[name], self.timings
-                )
-            self._stop_if(cancelled)
-        else:
-            self.check_stop()
+        self.check_stop(progress=_PROGRESS.get(name))
 
     def _report_due(self) -> bool:
         """Progress and cancel checks go to the database at most every ``REPORT_EVERY_S``: a
@@ -162,17 +155,21 @@ class _Run:
         self.last_report = now
         return True
 
-    def check_stop(self) -> None:
+    def check_stop(self, progress: float | None = None) -> None:
         """Between units of work: stop a cancelled job, or one past the soft time limit (the
-        solo pool GPU workers use does not enforce Celery's time limits)."""
+        solo pool GPU workers use does not enforce Celery's time limits). When the database
+        is due a visit, ``progress`` is recorded in the same statement that reads the cancel
+        flag."""
         limit = self.ctx.settings.job_soft_time_limit_s
         if time.monotonic() - self.started > limit:
             raise TimeLimitExceeded(f"job ran longer than the {limit}s soft time limit")
-        if self._report_due():
-            with self.ctx.sessions() as session:
-                self._stop_if(jobs.cancel_requested(session, self.job.id))
-
-    def _stop_if(self, cancelled: bool) -> None:
+        if not self._report_due():
+            return
+        with self.ctx.sessions.begin() as session:
+            if progress is None:
+                cancelled = jobs.cancel_requested(session, self.job.id)
+            else:
+                cancelled = jobs.record_progress(session, self.job.id, progress, self.timings)
         if cancelled:
             raise JobCancelled(f"job {self.job.id} cancelled")
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from benchmarks import queue_overhead, throughput
-from benchmarks.stack import UNLIMITED, Stack
+from benchmarks.stack import Stack
 from shared.models import Job, JobStatus
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,6 @@ def stack(service_env: dict[str, str], s3, tmp_path: Path) -> Stack:  # type: ig
     """The suite's services under a queue prefix of its own (its workers serve only it)."""
     env = {
         **service_env,
-        **UNLIMITED,
         "DARKROOM_QUEUE_PREFIX": f"darkroom-bench-{uuid.uuid4().hex[:6]}",
     }
     return Stack(env, s3, tmp_path)

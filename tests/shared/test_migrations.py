@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from shared.migrate import downgrade, upgrade
 from shared.models import Base
-from tests.conftest import PG_ADMIN_URL
+from tests.services import scratch_database
 
 
 def _assert_matches_models(url: str) -> None:
@@ -42,16 +41,8 @@ def test_migration_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_migration_on_postgresql() -> None:
-    name = f"darkroom_migrate_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        _round_trip(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("darkroom_migrate") as url:
+        _round_trip(url)
 
 
 @pytest.mark.parametrize("column", ["download_s", "decode_s", "restore_s", "encode_s", "upload_s"])

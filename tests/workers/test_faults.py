@@ -13,13 +13,11 @@ from sqlalchemy.orm import Session
 
 from shared import jobs, service
 from shared.db import session_factory
-from shared.model_store import ModelStore
 from shared.models import JobStatus
 from shared.settings import Settings
-from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
-from tests.faults import tally
+from tests.faults import submit_photos, tally
 
 
 def _status(settings: Settings, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
@@ -49,37 +47,27 @@ def test_a_worker_killed_mid_job_is_recovered_and_the_job_succeeds_once(
         "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
     }
     settings = settings_from_env(env)
-    storage = make_storage(settings)
-    s3.put_object(Bucket=settings.input_bucket, Key="kill/big.jpg", Body=jpeg_bytes((1600, 1200)))
-    with session_factory(settings.database_url)() as session:
-        job, _ = service.submit_job(
-            session,
-            settings,
-            service.make_dispatcher(settings),
-            ModelStore(settings, storage),
-            model="mirnet-lol",
-            input_key="kill/big.jpg",
-        )
+    [job_id] = submit_photos(env, s3, [("kill/big.jpg", jpeg_bytes((1600, 1200)))])
 
     first = services.start_worker(env, tmp_path / "first.log")
     try:
-        _wait(settings, job.id, {JobStatus.running}, 60)
+        _wait(settings, job_id, {JobStatus.running}, 60)
         time.sleep(1.0)  # well inside the restore stage
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
     finally:
         services.stop(first)
-    assert _status(settings, job.id).status == JobStatus.running  # orphaned, for now
+    assert _status(settings, job_id).status == JobStatus.running  # orphaned, for now
 
     second = services.start_worker(env, tmp_path / "second.log")
     try:
-        done = _wait(settings, job.id, {JobStatus.succeeded, JobStatus.failed}, 120)
+        done = _wait(settings, job_id, {JobStatus.succeeded, JobStatus.failed}, 120)
     finally:
         services.stop(second)
     assert done.status == JobStatus.succeeded, (done.error_code, done.error_message)
     assert done.attempts == 2
-    listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"results/{job.id}/")
-    assert [o["Key"] for o in listed["Contents"]] == [f"results/{job.id}/big.jpg"]
+    listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"results/{job_id}/")
+    assert [o["Key"] for o in listed["Contents"]] == [f"results/{job_id}/big.jpg"]
     assert "requeued 1 jobs whose worker stopped" in (tmp_path / "second.log").read_text()
 
 
@@ -96,18 +84,7 @@ def test_queued_jobs_whose_messages_redis_lost_are_sent_again_once(
         "DARKROOM_MAINTENANCE_INTERVAL_S": "1",
     }
     settings = settings_from_env(env)
-    storage = make_storage(settings)
-    models = ModelStore(settings, storage)
-    dispatcher = service.make_dispatcher(settings)
-    ids = []
-    with session_factory(settings.database_url)() as session:
-        for index in range(6):
-            key = f"lost/{index}.jpg"
-            s3.put_object(Bucket=settings.input_bucket, Key=key, Body=jpeg_bytes(seed=index))
-            job, _ = service.submit_job(
-                session, settings, dispatcher, models, model="mirnet-lol", input_key=key
-            )
-            ids.append(job.id)
+    ids = submit_photos(env, s3, [(f"lost/{i}.jpg", jpeg_bytes(seed=i)) for i in range(6)])
 
     # Redis loses the first four messages (a restart without persistence, a flush, a failover).
     broker = redis.Redis.from_url(settings.broker_url)
@@ -138,24 +115,15 @@ def test_sigterm_lets_the_worker_finish_its_job_first(
 ) -> None:
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-term-{uuid.uuid4().hex[:6]}"}
     settings = settings_from_env(env)
-    s3.put_object(Bucket=settings.input_bucket, Key="term/big.jpg", Body=jpeg_bytes((1200, 900)))
-    with session_factory(settings.database_url)() as session:
-        job, _ = service.submit_job(
-            session,
-            settings,
-            service.make_dispatcher(settings),
-            ModelStore(settings, make_storage(settings)),
-            model="mirnet-lol",
-            input_key="term/big.jpg",
-        )
+    [job_id] = submit_photos(env, s3, [("term/big.jpg", jpeg_bytes((1200, 900)))])
     worker = services.start_worker(env, tmp_path / "worker.log")
     try:
-        _wait(settings, job.id, {JobStatus.running}, 60)
+        _wait(settings, job_id, {JobStatus.running}, 60)
         worker.send_signal(signal.SIGTERM)  # a deploy, a scale-down: warm shutdown
         assert worker.wait(120) == 0
     finally:
         services.stop(worker)
-    done = _status(settings, job.id)
+    done = _status(settings, job_id)
     assert done.status == JobStatus.succeeded and done.attempts == 1
 
 
@@ -170,17 +138,8 @@ def test_duplicate_messages_and_redelivery_of_finished_jobs_run_each_job_once(
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-dup-{uuid.uuid4().hex[:6]}"}
     settings = settings_from_env(env)
     dispatcher = service.make_dispatcher(settings)
-    models = ModelStore(settings, make_storage(settings))
     sessions = session_factory(settings.database_url)
-    ids = []
-    with sessions() as session:
-        for index in range(3):
-            key = f"dup/{index}.jpg"
-            s3.put_object(Bucket=settings.input_bucket, Key=key, Body=jpeg_bytes(seed=index))
-            job, _ = service.submit_job(
-                session, settings, dispatcher, models, model="mirnet-lol", input_key=key
-            )
-            ids.append(job.id)
+    ids = submit_photos(env, s3, [(f"dup/{i}.jpg", jpeg_bytes(seed=i)) for i in range(3)])
     # Each job's message twice more (a publisher retry, a reconciler racing the broker...).
     dispatcher.dispatch([(job_id, "mirnet") for job_id in ids] * 2)
 
@@ -193,18 +152,13 @@ def test_duplicate_messages_and_redelivery_of_finished_jobs_run_each_job_once(
         # A finished job delivered once more (a visibility timeout that fired late), then a
         # sentinel job behind it: when the sentinel is done, the redelivery was handled.
         dispatcher.dispatch([(job_id, "mirnet") for job_id in ids])
-        s3.put_object(Bucket=settings.input_bucket, Key="dup/sentinel.jpg", Body=jpeg_bytes())
-        with sessions() as session:
-            sentinel, _ = service.submit_job(
-                session, settings, dispatcher, models, model="mirnet-lol",
-                input_key="dup/sentinel.jpg",
-            )  # fmt: skip
-        _wait(settings, sentinel.id, {JobStatus.succeeded}, 120)
+        [sentinel] = submit_photos(env, s3, [("dup/sentinel.jpg", jpeg_bytes())])
+        _wait(settings, sentinel, {JobStatus.succeeded}, 120)
     finally:
         services.stop(worker)
 
     outcome = tally("duplicate messages (3 per job) + late redelivery of finished jobs",
-                    sessions, s3, settings.output_bucket, [*ids, sentinel.id], [log])  # fmt: skip
+                    sessions, s3, settings.output_bucket, [*ids, sentinel], [log])  # fmt: skip
     assert (outcome.succeeded, outcome.duplicates, outcome.lost) == (4, 0, 0), outcome
     text = log.read_text()
     for job_id, job in zip(ids, done, strict=True):
@@ -229,34 +183,29 @@ def test_a_job_redone_after_its_result_was_written_overwrites_the_same_key(
     settings = settings_from_env(env)
     dispatcher = service.make_dispatcher(settings)
     sessions = session_factory(settings.database_url)
-    s3.put_object(Bucket=settings.input_bucket, Key="redo/ночь 夜.jpg", Body=jpeg_bytes())
-    with sessions() as session:
-        job, _ = service.submit_job(
-            session, settings, dispatcher, ModelStore(settings, make_storage(settings)),
-            model="mirnet-lol", input_key="redo/ночь 夜.jpg",
-        )  # fmt: skip
+    [job_id] = submit_photos(env, s3, [("redo/ночь 夜.jpg", jpeg_bytes())])
     worker = services.start_worker(env, tmp_path / "worker.log")
     try:
-        first = _wait(settings, job.id, {JobStatus.succeeded, JobStatus.failed}, 120)
+        first = _wait(settings, job_id, {JobStatus.succeeded, JobStatus.failed}, 120)
         assert first.status == JobStatus.succeeded, (first.error_code, first.error_message)
         with sessions.begin() as session:  # what the reaper does to a job it thinks orphaned
             session.execute(
-                update(Job).where(Job.id == job.id).values(status=JobStatus.queued, output_key=None)
+                update(Job).where(Job.id == job_id).values(status=JobStatus.queued, output_key=None)
             )
-        dispatcher.dispatch([(job.id, "mirnet")])
+        dispatcher.dispatch([(job_id, "mirnet")])
         services.wait_for(
             lambda: (
-                _status(settings, job.id).attempts == 2
-                and _status(settings, job.id).status == JobStatus.succeeded
+                _status(settings, job_id).attempts == 2
+                and _status(settings, job_id).status == JobStatus.succeeded
             ),
             120,
             "the second run",
         )
     finally:
         services.stop(worker)
-    second = _status(settings, job.id)
+    second = _status(settings, job_id)
     assert second.output_key == first.output_key
-    assert _results(s3, settings.output_bucket, job.id) == [first.output_key]
+    assert _results(s3, settings.output_bucket, job_id) == [first.output_key]
 
 
 def test_a_message_redelivered_while_its_job_runs_elsewhere_is_skipped(
@@ -270,40 +219,34 @@ def test_a_message_redelivered_while_its_job_runs_elsewhere_is_skipped(
 
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-vis-{uuid.uuid4().hex[:6]}"}
     settings = settings_from_env(env)
-    s3.put_object(Bucket=settings.input_bucket, Key="vis/big.jpg", Body=jpeg_bytes((800, 600)))
-    with session_factory(settings.database_url)() as session:
-        job, _ = service.submit_job(
-            session, settings, service.make_dispatcher(settings),
-            ModelStore(settings, make_storage(settings)), model="mirnet-lol",
-            input_key="vis/big.jpg",
-        )  # fmt: skip
+    [job_id] = submit_photos(env, s3, [("vis/big.jpg", jpeg_bytes((800, 600)))])
     first = services.start_worker(env, tmp_path / "first.log")
     second = None
     try:
-        _wait(settings, job.id, {JobStatus.running}, 60)
+        _wait(settings, job_id, {JobStatus.running}, 60)
         second = services.start_worker(env, tmp_path / "second.log")
         broker = redis.Redis.from_url(settings.broker_url)
         tags = [
-            tag for tag, raw in broker.hgetall("unacked").items() if str(job.id).encode() in raw
+            tag for tag, raw in broker.hgetall("unacked").items() if str(job_id).encode() in raw
         ]
-        assert len(tags) == 1 and _status(settings, job.id).status == JobStatus.running
+        assert len(tags) == 1 and _status(settings, job_id).status == JobStatus.running
         with Connection(settings.broker_url) as conn:
             conn.default_channel.qos.restore_by_tag(tags[0])  # type: ignore[attr-defined]
         services.wait_for(
-            lambda: f"job {job.id} is not queued any more" in (tmp_path / "second.log").read_text(),
+            lambda: f"job {job_id} is not queued any more" in (tmp_path / "second.log").read_text(),
             60,
             "the second worker to receive the redelivered message",
         )
-        done = _wait(settings, job.id, {JobStatus.succeeded, JobStatus.failed}, 120)
+        done = _wait(settings, job_id, {JobStatus.succeeded, JobStatus.failed}, 120)
     finally:
         services.stop(first)
         if second is not None:
             services.stop(second)
     outcome = tally("message redelivered to a 2nd worker while the job runs",
                     session_factory(settings.database_url), s3, settings.output_bucket,
-                    [job.id], [tmp_path / "first.log", tmp_path / "second.log"])  # fmt: skip
+                    [job_id], [tmp_path / "first.log", tmp_path / "second.log"])  # fmt: skip
     assert (outcome.succeeded, outcome.duplicates, outcome.lost) == (1, 0, 0), outcome
     assert done.status == JobStatus.succeeded and done.attempts == 1
     logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
-    assert logs.count(f"job {job.id} succeeded") == 1
-    assert _results(s3, settings.output_bucket, job.id) == [done.output_key]
+    assert logs.count(f"job {job_id} succeeded") == 1
+    assert _results(s3, settings.output_bucket, job_id) == [done.output_key]

@@ -23,29 +23,12 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import jobs, service
+from shared import jobs
 from shared.db import session_factory
-from shared.model_store import ModelStore
 from shared.models import Job, JobStatus
-from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
-from tests.faults import FaultProxy, finished, tally
-
-
-def _submit(env: dict[str, str], s3, keys_and_images: list[tuple[str, bytes]]) -> list[uuid.UUID]:  # type: ignore[no-untyped-def]
-    settings = settings_from_env(env)
-    dispatcher = service.make_dispatcher(settings)
-    models = ModelStore(settings, make_storage(settings))
-    ids = []
-    with session_factory(settings.database_url)() as session:
-        for key, data in keys_and_images:
-            s3.put_object(Bucket=settings.input_bucket, Key=key, Body=data)
-            job, _ = service.submit_job(
-                session, settings, dispatcher, models, model="mirnet-lol", input_key=key
-            )
-            ids.append(job.id)
-    return ids
+from tests.faults import FaultProxy, finished, submit_photos, tally
 
 
 def _wait_finished(sessions: sessionmaker[Session], ids: list[uuid.UUID], timeout: float) -> None:
@@ -103,7 +86,7 @@ def test_redis_restarted_with_jobs_queued_and_running_loses_no_job(
     # One job long enough to be running across the restart, and eight queued behind it.
     images = [("restart/big.jpg", jpeg_bytes((800, 600)))]
     images += [(f"restart/{i}.jpg", jpeg_bytes(seed=i)) for i in range(8)]
-    ids = _submit(env, s3, images)
+    ids = submit_photos(env, s3, images)
     queue = settings.queue_for("mirnet")
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
@@ -127,7 +110,7 @@ def test_redis_restarted_with_jobs_queued_and_running_loses_no_job(
 
         # The worker reconnected and consumes again: a message sent now is delivered by the
         # broker itself (the reconciler never re-sends a job whose message Redis holds).
-        after = _submit(env, s3, [("restart/after.jpg", jpeg_bytes(seed=99))])
+        after = submit_photos(env, s3, [("restart/after.jpg", jpeg_bytes(seed=99))])
         _wait_finished(sessions, after, 60)
         assert worker.poll() is None, "the worker died with the broker"
     finally:
@@ -181,7 +164,9 @@ def test_postgres_unreachable_mid_batch_jobs_wait_it_out_and_succeed_once(
     direct = {**env, "DARKROOM_DATABASE_URL": service_env["DARKROOM_DATABASE_URL"]}
     settings = settings_from_env(direct)
     sessions = session_factory(settings.database_url)
-    ids = _submit(direct, s3, [(f"pg/{i}.jpg", jpeg_bytes((160, 120), seed=i)) for i in range(16)])
+    ids = submit_photos(
+        direct, s3, [(f"pg/{i}.jpg", jpeg_bytes((160, 120), seed=i)) for i in range(16)]
+    )
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
@@ -235,7 +220,9 @@ def test_s3_errors_for_a_while_are_retried_with_backoff_and_every_job_succeeds(
     }
     settings = settings_from_env(env)
     sessions = session_factory(settings.database_url)
-    ids = _submit(env, s3, [(f"blip/{i}.jpg", jpeg_bytes((160, 120), seed=i)) for i in range(12)])
+    ids = submit_photos(
+        env, s3, [(f"blip/{i}.jpg", jpeg_bytes((160, 120), seed=i)) for i in range(12)]
+    )
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
@@ -284,7 +271,7 @@ def test_s3_faults_that_outlast_the_retries_fail_the_job_with_storage_error(
     images = [(f"{mode}/{i}.jpg", jpeg_bytes((128, 96), seed=i)) for i in range(2)]
     s3_proxy.truncate_after = 2048
     s3_proxy.mode = mode  # type: ignore[assignment]
-    ids = _submit(env, s3, images)
+    ids = submit_photos(env, s3, images)
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
