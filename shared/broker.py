@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Iterable
 
 import redis
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 UNACKED_KEY = "unacked"
 """kombu's Redis transport keeps delivered, unacknowledged messages in this hash."""
+UNACKED_INDEX_KEY = "unacked_index"
+"""...and when each was delivered, in this sorted set (delivery tag -> unix time)."""
 
 
 def _job_id(message: bytes | str) -> str | None:
@@ -35,14 +38,27 @@ def _job_id(message: bytes | str) -> str | None:
         return None
 
 
-def job_ids_in_broker(broker_url: str, queues: Iterable[str]) -> set[str] | None:
-    """Job ids waiting in ``queues`` or delivered but unacknowledged; None if not Redis."""
+def job_ids_in_broker(
+    broker_url: str, queues: Iterable[str], delivered_within_s: float | None = None
+) -> set[str] | None:
+    """Job ids waiting in ``queues`` or delivered but unacknowledged; None if not Redis.
+
+    With ``delivered_within_s``, a message delivered longer ago than that no longer counts:
+    a worker killed before it claimed the jobs it had reserved leaves their messages in the
+    unacknowledged hash until the visibility timeout, hours later, while the jobs stay
+    ``queued``; a live worker claims what it receives within milliseconds.
+    """
     if not broker_url.startswith(("redis://", "rediss://")):
         return None
     client = redis.Redis.from_url(broker_url)
     try:
         messages = [m for queue in queues for m in client.lrange(queue, 0, -1)]
-        messages += client.hvals(UNACKED_KEY)
+        unacked = client.hgetall(UNACKED_KEY)
+        if delivered_within_s is not None:
+            cutoff = time.time() - delivered_within_s
+            for tag in client.zrangebyscore(UNACKED_INDEX_KEY, 0, cutoff):
+                unacked.pop(tag, None)
+        messages += unacked.values()
     finally:
         client.close()
     return {job_id for m in messages if (job_id := _job_id(m)) is not None}

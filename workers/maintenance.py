@@ -70,7 +70,9 @@ def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
     items = _families(ctx, candidates)
     queues = {settings.queue_for(family) for _, family in items}
     try:
-        present = job_ids_in_broker(settings.broker_url, queues)
+        present = job_ids_in_broker(
+            settings.broker_url, queues, delivered_within_s=settings.reconcile_after_s
+        )
     except RedisError as exc:  # down or restarting: nothing can be sent now either
         log.warning("broker unreachable, reconciling on a later pass: %s", exc)
         return 0

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import redis
 
-from shared.broker import UNACKED_KEY, job_ids_in_broker
+from shared.broker import UNACKED_INDEX_KEY, UNACKED_KEY, job_ids_in_broker
 from shared.queue import enqueue_restore, make_celery
 from shared.settings import Settings
 
@@ -34,3 +35,30 @@ def test_job_ids_in_queues_and_in_flight_are_found(redis_url: str) -> None:
 
 def test_other_brokers_are_not_read() -> None:
     assert job_ids_in_broker("amqp://guest@127.0.0.1//", ["q"]) is None
+
+
+def test_a_message_delivered_long_ago_to_a_worker_that_never_claimed_it_does_not_count(
+    redis_url: str,
+) -> None:
+    """A worker SIGKILLed with reserved, unclaimed jobs: their messages sit in the unacked
+    hash for hours, so the reconciler must see those jobs as missing, not as held."""
+    settings = Settings(broker_url=redis_url, queue_prefix=f"broker-{uuid.uuid4().hex[:6]}")
+    stale, fresh = uuid.uuid4(), uuid.uuid4()
+    enqueue_restore(make_celery(settings), settings, [(stale, "darkroom"), (fresh, "darkroom")])
+    client = redis.Redis.from_url(redis_url)
+    queue = settings.queue_for("darkroom")
+    tags = {}
+    for delivered_at in (time.time() - 600, time.time()):  # oldest message first
+        message = client.rpop(queue)
+        tag = f"tag-{uuid.uuid4()}"
+        client.hset(UNACKED_KEY, tag, json.dumps([json.loads(message), "", queue]))
+        client.zadd(UNACKED_INDEX_KEY, {tag: delivered_at})
+        tags[tag] = delivered_at
+    try:
+        found = job_ids_in_broker(redis_url, [queue], delivered_within_s=60)
+        assert found is not None and str(fresh) in found and str(stale) not in found
+        everything = job_ids_in_broker(redis_url, [queue])
+        assert everything is not None and {str(stale), str(fresh)} <= everything
+    finally:
+        client.hdel(UNACKED_KEY, *tags)
+        client.zrem(UNACKED_INDEX_KEY, *tags)
