@@ -125,6 +125,16 @@ def worker(
         typer.Option(min=1, help="Jobs held at once (default: DARKROOM_WORKER_CONCURRENCY)."),
     ] = None,
     loglevel: str = "INFO",
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="One worker process per GPU: 'all', or indices or MIG/GPU UUIDs (0,1,...), "
+            "each process pinned with CUDA_VISIBLE_DEVICES."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Celery node name (default: celery@<host>).")
+    ] = None,
 ) -> None:
     """Run a worker: a Celery consumer, or in the embedded mode a database poller.
 
@@ -139,6 +149,9 @@ def worker(
         raise _fail(f"the solo pool runs one job at a time, not {at_once}: use --pool threads")
     families = sorted({e.family for e in CATALOGUE.values()})
     chosen = [q.strip() for q in queues.split(",")] if queues else families
+    if gpus is not None:
+        _worker_per_gpu(settings, gpus, chosen, pool, at_once, loglevel)
+        return
     if settings.execution == "inline":
         from shared import logs
         from workers.poller import poll_forever
@@ -158,8 +171,29 @@ def worker(
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
+            *([f"--hostname={name}"] if name else []),
         ]
     )
+
+
+def _worker_per_gpu(
+    settings: Settings, spec: str, families: list[str], pool: str, at_once: int, loglevel: str
+) -> None:
+    """Supervise one ``darkroom worker`` per GPU (see ``workers.gpus``); exits with its code."""
+    import sys
+
+    from shared import logs
+    from workers.gpus import resolve_gpus, run_per_gpu
+
+    logs.configure(settings, loglevel)
+    try:
+        gpus = resolve_gpus(spec)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    command = [sys.executable, "-m", "shared.cli", "worker", "--queues", ",".join(families)]
+    command += ["--pool", pool, "--concurrency", str(at_once), "--loglevel", loglevel]
+    console.print(f"one worker per GPU: {', '.join(gpus)} (Ctrl-C stops them all)")
+    raise typer.Exit(code=run_per_gpu(gpus, command))
 
 
 def _collect(paths: list[str]) -> tuple[list[tuple[Path, str]], list[str]]:

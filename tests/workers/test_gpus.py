@@ -1,0 +1,111 @@
+"""``darkroom worker --gpus``: one real Celery worker process per GPU, each seeing only its GPU
+through ``CUDA_VISIBLE_DEVICES`` and named after it, stopped together.
+
+No GPU is needed: the variable is only an environment string to the child processes, read
+back from ``/proc`` here, and the workers run on the CPU (``DARKROOM_DEVICE=cpu``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.queue import make_celery
+from tests import services
+from tests.conftest import settings_from_env
+from workers.gpus import node_name, resolve_gpus
+
+GPUS = ["0", "MIG-4f1c"]
+"""An index and a MIG-style UUID: both are passed through untouched."""
+
+
+def test_gpu_lists_are_parsed_and_checked() -> None:
+    assert resolve_gpus(" 0, 1 ,MIG-ab/3 ") == ["0", "1", "MIG-ab/3"]
+    with pytest.raises(ValueError, match="twice"):
+        resolve_gpus("0,1,0")
+    with pytest.raises(ValueError, match="indices"):
+        resolve_gpus(" , ")
+    if torch.cuda.device_count() == 0:
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_gpus("all")
+    else:
+        assert resolve_gpus("all") == [str(i) for i in range(torch.cuda.device_count())]
+    assert node_name("MIG-ab/3") == "gpuMIG-ab-3@%h"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return " Z " not in stat  # a zombie has exited
+
+
+@pytest.fixture
+def per_gpu(
+    service_env: dict[str, str], s3: object, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int]]]:
+    """A supervisor running one worker per entry of ``GPUS``; yields it and {gpu: worker pid}
+    once every worker answers."""
+    env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-gpus-{uuid.uuid4().hex[:6]}"}
+    log = tmp_path / "supervisor.log"
+    proc = subprocess.Popen(
+        [str(services.BIN / "darkroom"), "worker", "--gpus", ",".join(GPUS), "--queues", "mirnet"],
+        env={**os.environ, **env},
+        cwd=services.REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    app = make_celery(settings_from_env(env))
+    pids: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < len(GPUS):
+            tail = log.read_text()[-3000:]
+            assert proc.poll() is None, f"supervisor exited:\n{tail}"
+            assert time.monotonic() < deadline, f"workers never answered:\n{tail}"
+            stats = app.control.inspect(timeout=1.0).stats() or {}
+            for gpu in GPUS:
+                name = node_name(gpu).replace("%h", "")
+                for node, info in stats.items():
+                    if node.startswith(name):
+                        pids[gpu] = int(info["pid"])
+        yield proc, pids
+    finally:
+        services.stop(proc, timeout=60)
+        app.close()
+
+
+def test_each_worker_sees_only_its_gpu_and_all_stop_together(
+    per_gpu: tuple[subprocess.Popen[bytes], dict[str, int]],
+) -> None:
+    supervisor, pids = per_gpu
+    assert len(set(pids.values())) == len(GPUS)
+    for gpu, pid in pids.items():
+        assert _environ(pid)["CUDA_VISIBLE_DEVICES"] == gpu
+
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(60) == 0  # warm shutdown of every worker
+    assert not any(_alive(pid) for pid in pids.values())
+
+
+def test_a_dead_worker_stops_the_node_with_an_error(
+    per_gpu: tuple[subprocess.Popen[bytes], dict[str, int]],
+) -> None:
+    supervisor, pids = per_gpu
+    os.kill(pids[GPUS[0]], signal.SIGKILL)  # out of memory, a driver fault, ...
+    assert supervisor.wait(60) != 0  # so systemd or the orchestrator restarts the node
+    assert not _alive(pids[GPUS[1]])  # not left behind serving with a GPU missing
