@@ -3,10 +3,13 @@
 * Raw Celery: a no-op task through a solo worker process with Darkroom's own Celery settings
   (acks_late, prefetch 1, task events), plus a Redis result backend so the sender can wait:
   ``apply_async(...).get()`` one at a time (round trips/s), then many sent at once and drained.
-* Darkroom with a trivial model (a random-weight MIRNet of 8 features on 32x32 JPEGs, a few
-  milliseconds of CPU): jobs through the API (FastAPI in-process), PostgreSQL, Redis, a
-  ``darkroom worker`` process and the S3 endpoint (moto). One at a time (submit, then poll the
-  database until it succeeded), then batches through workers holding 1 and 3 jobs at once.
+* Darkroom with a trivial model (``nafnet-gopro`` served by a random-weight NAFNet of width 8
+  on 32x32 JPEGs, about a millisecond of CPU): jobs through the API (FastAPI in-process),
+  PostgreSQL, Redis, a ``darkroom worker`` process and the S3 endpoint (moto). One at a time
+  (submit, then poll the database until it succeeded), then batches through workers holding 1
+  and 3 jobs at once; then with a local object folder instead of moto, through one worker and
+  through two (one per core); then the same jobs run in this process by ``run_job`` with no
+  API and no Celery: what Celery's delivery adds shows as the difference.
 * Batch creation: ``POST /v1/batches`` with 10,000 keys, split into enqueueing (the dispatcher)
   and the rest (validation and the database insert).
 
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import torch
 from celery import Celery
 from fastapi.testclient import TestClient
 from rich.console import Console
@@ -42,18 +46,21 @@ from benchmarks.stack import (
     jpeg,
     local_stack,
     submit_batch,
-    tiny_mirnet,
+    tiny_nafnet,
     wait_batch,
 )
+from shared.catalogue import CATALOGUE
+from shared.jobs import create_batch
 from shared.models import FINISHED, Job, JobStatus
 from shared.queue import make_celery
 from shared.service import Dispatcher
 from shared.settings import Settings
 from tests.conftest import settings_from_env
+from workers.pipeline import WorkerContext, run_job
 
 NOOP_TASK = "darkroom.benchmark.noop"
-MODEL = "mirnet-lol"
-"""Served by the tiny random-weight MIRNet written into the benchmark's model folder."""
+MODEL = "nafnet-gopro"
+"""Served by the tiny random-weight NAFNet written into the benchmark's model folder."""
 
 
 def noop_app(settings: Settings) -> Celery:
@@ -209,7 +216,7 @@ def batch_creation(stack: Stack, count: int) -> BatchCreation:
     from api.app import create_app
 
     isolated = stack.with_env(DARKROOM_QUEUE_PREFIX=f"bench-batch-{uuid.uuid4().hex[:6]}")
-    queue = isolated.settings.queue_for("mirnet")
+    queue = isolated.settings.queue_for(CATALOGUE[MODEL].family)
     keys = [f"batch/{i:06d}.jpg" for i in range(count)]
     broker = redis.Redis.from_url(isolated.settings.broker_url)
     with TestClient(create_app(isolated.settings)) as client:
@@ -231,28 +238,71 @@ def batch_creation(stack: Stack, count: int) -> BatchCreation:
 
 
 @dataclass(frozen=True)
+class InProcess:
+    jobs_per_s: float
+    stages_ms: float
+    """Mean time of the five stages per job; the rest of a job's time is bookkeeping."""
+
+
+def in_process(stack: Stack, keys: list[str]) -> InProcess:
+    """The jobs created straight in the database and run one after another by ``run_job`` in
+    this process: Darkroom's per-job work with no API, no broker and no Celery. One torch
+    thread, as the worker processes run (``OMP_NUM_THREADS=1``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ctx = WorkerContext.build(stack.settings)
+        with stack.sessions.begin() as session:
+            _, ids = create_batch(
+                session,
+                model=MODEL,
+                options={},
+                inputs=[(stack.settings.input_bucket, key) for key in keys],
+                input_prefix=None,
+            )
+        for job_id in ids[:10]:  # warm-up: the model loads, the connection pool fills
+            run_job(job_id, ctx)
+        start = time.perf_counter()
+        for job_id in ids[10:]:
+            if run_job(job_id, ctx) != JobStatus.succeeded:
+                raise RuntimeError(f"job {job_id} did not succeed in process")
+        seconds = time.perf_counter() - start
+        with stack.sessions() as session:
+            ran = session.scalars(select(Job).where(Job.id.in_(ids[10:]))).all()
+        stages = statistics.mean(sum(s or 0.0 for s in job.timings.values()) for job in ran) * 1000
+        return InProcess(len(ids[10:]) / seconds, stages)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
 class Report:
     raw: RawCelery
     serial: Serial
     batches: dict[int, Finished]
     """Per worker concurrency."""
-    local: Finished
-    """Concurrency 1 with a local object folder instead of the S3 endpoint."""
+    local: dict[int, Finished]
+    """A local object folder instead of the S3 endpoint, per number of worker processes."""
+    in_process: InProcess
+    """The same local jobs run by ``run_job`` in this process."""
     creation: BatchCreation
 
 
 def run(stack: Stack, *, roundtrips: int, drain: int, jobs: int, batch: int) -> Report:
     from api.app import create_app
 
+    family = CATALOGUE[MODEL].family
     raw = raw_celery(stack, roundtrips, drain)
     batches: dict[int, Finished] = {}
-    preload = {"DARKROOM_PRELOAD_MODELS": f'["{MODEL}"]'}
+    # One torch thread per worker process: a 32x32 image gains nothing from two, and two
+    # processes (or the threads pool) would fight over the two cores.
+    preload = {"DARKROOM_PRELOAD_MODELS": f'["{MODEL}"]', "OMP_NUM_THREADS": "1"}
     with TestClient(create_app(stack.settings)) as client:
-        with stack.worker(1, "mirnet", **preload):
+        with stack.worker(1, family, **preload):
             darkroom_batch(stack, client, _inputs(stack, 10))  # warm-up
             serial = darkroom_roundtrips(stack, client, _inputs(stack, max(jobs // 3, 1)))
             batches[1] = darkroom_batch(stack, client, _inputs(stack, jobs))
-        with stack.worker(3, "mirnet", **preload):
+        with stack.worker(3, family, **preload):
             darkroom_batch(stack, client, _inputs(stack, 10))
             batches[3] = darkroom_batch(stack, client, _inputs(stack, jobs))
     # The same without moto, which shares the two cores and costs more than the rest: what
@@ -260,11 +310,16 @@ def run(stack: Stack, *, roundtrips: int, drain: int, jobs: int, batch: int) -> 
     local = stack.with_env(
         DARKROOM_STORAGE_BACKEND="local", DARKROOM_STORAGE_DIR=str(stack.workdir / "objects")
     )
-    with TestClient(create_app(local.settings)) as client, local.worker(1, "mirnet", **preload):
+    local_batches: dict[int, Finished] = {}
+    with TestClient(create_app(local.settings)) as client, local.worker(1, family, **preload):
         darkroom_batch(local, client, _inputs(local, 10))
-        local_batch = darkroom_batch(local, client, _inputs(local, jobs))
+        local_batches[1] = darkroom_batch(local, client, _inputs(local, jobs))
+        with local.worker(1, family, **preload):  # a second process: one per core
+            darkroom_batch(local, client, _inputs(local, 10))
+            local_batches[2] = darkroom_batch(local, client, _inputs(local, jobs))
+    inline = in_process(local, _inputs(local, jobs + 10))
     creation = batch_creation(stack, batch)
-    return Report(raw, serial, batches, local_batch, creation)
+    return Report(raw, serial, batches, local_batches, inline, creation)
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -288,15 +343,25 @@ def print_report(report: Report, console: Console) -> None:
             f"{total / finished.seconds:,.1f}/s",
             f"{total / finished.seconds / raw.roundtrips_per_s:.3f}",
         )
-    total = sum(report.local.counts.values())
+    for processes, finished in report.local.items():
+        total = sum(finished.counts.values())
+        table.add_row(
+            f"Darkroom batch of {total}, local object folder (no S3), "
+            f"{processes} worker process{'es' if processes > 1 else ''}",
+            f"{total / finished.seconds:,.1f}/s",
+            f"{total / finished.seconds / raw.roundtrips_per_s:.3f}",
+        )
+    inline = report.in_process
     table.add_row(
-        f"Darkroom batch of {total}, worker concurrency 1, local object folder (no S3)",
-        f"{total / report.local.seconds:,.1f}/s",
-        f"{total / report.local.seconds / raw.roundtrips_per_s:.3f}",
+        "the same jobs run by run_job in one process: no API, no broker, no Celery "
+        f"(stages {inline.stages_ms:.1f} ms of {1000 / inline.jobs_per_s:.1f} ms a job)",
+        f"{inline.jobs_per_s:,.1f}/s",
+        f"{inline.jobs_per_s / raw.roundtrips_per_s:.3f}",
     )
     console.print(table)
     stages = Table("worker concurrency", "statuses", *report.batches[1].stages, title="mean s/job")
-    for concurrency, finished in [*report.batches.items(), ("1, local", report.local)]:
+    local_rows = [(f"1 x {n} processes, local", f) for n, f in report.local.items()]
+    for concurrency, finished in [*report.batches.items(), *local_rows]:
         stages.add_row(
             str(concurrency),
             ", ".join(f"{k} {v}" for k, v in finished.counts.items()),
@@ -324,11 +389,10 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 150)
     with local_stack(args.broker_url, None, DARKROOM_DEVICE="cpu") as stack:
-        tiny_mirnet(stack.workdir / "models")
-        stack = stack.with_env(DARKROOM_MODEL_DIR=str(stack.workdir / "models"))
+        stack = stack.with_env(DARKROOM_MODEL_DIR=str(tiny_nafnet(stack.workdir / "models")))
         console.print(
             f"broker {args.broker_url}, PostgreSQL 127.0.0.1:5432, moto_server, "
-            f"model: {MODEL} as a random-weight MIRNet of 8 features, 32x32 JPEGs, CPU"
+            f"model: {MODEL} as a random-weight NAFNet of width 8, 32x32 JPEGs, CPU"
         )
         report = run(
             stack, roundtrips=args.roundtrips, drain=args.drain, jobs=args.jobs, batch=args.batch

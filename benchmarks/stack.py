@@ -136,6 +136,23 @@ def tiny_mirnet(folder: Path, features: int = 8) -> Path:
     return folder
 
 
+def tiny_nafnet(folder: Path) -> Path:
+    """A NAFNet of width 8 with one block per level and random weights, as the file
+    ``nafnet-gopro`` expects: loaded by spandrel like the published one, about a millisecond
+    on a 32x32 image, so what is measured around it is the queue, not the model. Returns the
+    folder (``DARKROOM_MODEL_DIR``)."""
+    import torch
+    from spandrel.architectures.NAFNet import NAFNet
+
+    from shared.catalogue import CATALOGUE
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = NAFNet(width=8, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1])
+    torch.save(model.state_dict(), folder / CATALOGUE["nafnet-gopro"].weights_file)
+    return folder
+
+
 def jpeg(width: int, height: int, seed: int = 0, quality: int = 92) -> bytes:
     """A dim, noisy JPEG of the given size (structure for the model, realistic file size)."""
     rng = np.random.default_rng(seed)

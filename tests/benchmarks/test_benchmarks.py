@@ -14,7 +14,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from benchmarks import queue_overhead, throughput
-from benchmarks.stack import Stack
+from benchmarks.stack import Stack, tiny_nafnet
 from shared.models import Job, JobStatus
 
 pytestmark = pytest.mark.e2e
@@ -30,16 +30,19 @@ def stack(service_env: dict[str, str], s3, tmp_path: Path) -> Stack:  # type: ig
     return Stack(env, s3, tmp_path)
 
 
-def test_queue_overhead_runs_every_job_once(stack: Stack) -> None:
+def test_queue_overhead_runs_every_job_once(stack: Stack, tmp_path: Path) -> None:
+    stack = stack.with_env(DARKROOM_MODEL_DIR=str(tiny_nafnet(tmp_path / "models")))
     report = queue_overhead.run(stack, roundtrips=5, drain=10, jobs=6, batch=50)
 
     assert report.raw.roundtrips_per_s > 0 and report.raw.drained_per_s > 0
     assert report.serial.jobs_per_s > 0
-    assert set(report.batches) == {1, 3}
-    for finished in report.batches.values():
+    assert set(report.batches) == {1, 3} and set(report.local) == {1, 2}
+    for finished in [*report.batches.values(), *report.local.values()]:
         assert finished.counts == {"succeeded": 6}
         assert finished.attempts == 6
         assert set(finished.stages) == {"download", "decode", "restore", "encode", "upload"}
+    assert report.in_process.jobs_per_s > 0  # it raises unless each of its jobs succeeded
+    assert 0 < report.in_process.stages_ms < 1000 / report.in_process.jobs_per_s
     creation = report.creation
     assert (creation.jobs, creation.queued_messages) == (50, 50)
     assert 0 < creation.enqueue_s < creation.request_s
