@@ -51,7 +51,7 @@ from benchmarks.stack import (
 )
 from shared.catalogue import CATALOGUE
 from shared.jobs import create_batch
-from shared.models import FINISHED, Job, JobStatus
+from shared.models import FINISHED, STAGES, Job, JobStatus
 from shared.queue import make_celery
 from shared.service import Dispatcher
 from shared.settings import Settings
@@ -269,7 +269,7 @@ def in_process(stack: Stack, keys: list[str]) -> InProcess:
         seconds = time.perf_counter() - start
         with stack.sessions() as session:
             ran = session.scalars(select(Job).where(Job.id.in_(ids[10:]))).all()
-        stages = statistics.mean(sum(s or 0.0 for s in job.timings.values()) for job in ran) * 1000
+        stages = statistics.mean(sum(job.timings[s] or 0.0 for s in STAGES) for job in ran) * 1000
         return InProcess(len(ids[10:]) / seconds, stages)
     finally:
         torch.set_num_threads(threads)
