@@ -99,7 +99,7 @@ class ModelPass:
         self.batches: list[torch.Tensor] = []
 
         def record(batch: torch.Tensor) -> torch.Tensor:
-            self.batches.append(batch.clone())
+            self.batches.append(batch)  # made outside inference mode, as in a job
             return batch
 
         tiled_forward(record, image, config=restorer.tiles, size=restorer.size)

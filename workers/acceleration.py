@@ -50,7 +50,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Signature = tuple[object, ...]
-"""What a compiled graph is specialised to: shape, strides and dtype of each tensor argument."""
+"""What a compiled graph is specialised to, as far as Darkroom's calls vary: shape, strides,
+dtype and autograd state of each tensor argument, grad and inference mode, and autocast. Any
+difference would make dynamo compile again, in the job."""
 
 _CUDNN_FLAG = threading.RLock()
 """``torch.backends.cudnn.benchmark`` is one flag for the whole process: held while a call
@@ -63,13 +65,25 @@ def choose(entry: ModelEntry, settings: Settings) -> Acceleration:
     return entry.acceleration if settings.acceleration == "catalogue" else settings.acceleration
 
 
-def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Signature:
+def _signature(device: torch.device, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Signature:
     def describe(value: Any) -> object:
         if isinstance(value, torch.Tensor):
-            return (tuple(value.shape), value.stride(), value.dtype)
+            return (
+                tuple(value.shape),
+                value.stride(),
+                value.dtype,
+                value.requires_grad,
+                value.is_inference(),
+            )
         return repr(value)
 
-    return (*map(describe, args), *((k, describe(v)) for k, v in sorted(kwargs.items())))
+    context = (
+        torch.is_grad_enabled(),
+        torch.is_inference_mode_enabled(),
+        torch.is_autocast_enabled(device.type),
+        torch.get_autocast_dtype(device.type),
+    )
+    return (context, *map(describe, args), *((k, describe(v)) for k, v in sorted(kwargs.items())))
 
 
 def _channels_last(value: Any) -> Any:
@@ -145,7 +159,7 @@ class AcceleratedForward:
         if self.channels_last:
             args = tuple(map(_channels_last, args))
             kwargs = {key: _channels_last(value) for key, value in kwargs.items()}
-        signature = _signature(args, kwargs)
+        signature = _signature(self.device, args, kwargs)
         if self._warming:
             self._warm.add(signature)
         warm = signature in self._warm
@@ -159,13 +173,17 @@ class AcceleratedForward:
         if not self._warming:
             return self._compiled(*args, **kwargs)
         try:
-            return self._compiled(*args, **kwargs)  # compiles on the first call of each shape
+            # Compiles on the first call of each signature. Dynamo keeps eight graphs per
+            # function (for all models of one architecture together) and beyond that would
+            # run eager in silence; failing makes that a fallback with a warning, as below.
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                return self._compiled(*args, **kwargs)
         except torch.OutOfMemoryError:
             raise  # the tiled path retries with smaller tiles
         except Exception as exc:
             # Dynamo and inductor raise many types (BackendCompilerFailed, Unsupported, C++
-            # build errors); all mean the same here. Eager then decides: a genuine error in the
-            # model raises there too.
+            # build errors, FailOnRecompileLimitHit); all mean the same here. Eager then
+            # decides: a genuine error in the model raises there too.
             log.warning(
                 "torch.compile failed for model %s (%s); it runs eager", self.name, _reason(exc)
             )
@@ -224,7 +242,7 @@ def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
         return torch.from_numpy(chw)[None].to(device)
     height, width, channels = pixels.shape
     host = torch.empty((1, channels, height, width), dtype=torch.float32, pin_memory=True)
-    host[0].copy_(torch.from_numpy(pixels).permute(2, 0, 1))
+    host[0].copy_(torch.from_numpy(np.asarray(pixels, dtype=np.float32)).permute(2, 0, 1))
     return host.to(device, non_blocking=True)
 
 

@@ -11,6 +11,7 @@ weights are ``ModelUnavailable`` with the download address and the setting to fi
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -321,6 +322,9 @@ class RestorerCache:
                 "unloaded model %s (model cache over %d MB)", name, self._settings.model_cache_mb
             )
             if self._device.type == "cuda":
+                # An accelerated module and its forward refer to each other: only the cycle
+                # collector frees its weights, and the cache can only give back freed memory.
+                gc.collect()
                 torch.cuda.empty_cache()
 
     @property

@@ -125,6 +125,12 @@ def test_each_choice_restores_what_eager_restores(
     assert compiled_calls[warmed:] == compiled_shapes  # the small photo ran eager
     assert (warmed > 0) == ("compile" in choice)  # compiled at load, in the warm-up
 
+    # The warmed-up shape from another context (autograd on, no inference mode) is not what
+    # the graph was built for: eager, not a compile in the middle of a job.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        fast.accelerated.module(torch.rand(*(compiled_shapes or [(1, 3, TILE, TILE)])[0]))
+    assert compiled_calls[warmed:] == compiled_shapes
+
 
 @pytest.fixture
 def fresh_dynamo() -> Iterator[None]:
@@ -156,6 +162,43 @@ def test_a_compiler_failure_leaves_the_model_eager(
     np.testing.assert_array_equal(
         restorer.restore(photo), _load(entry, path, "eager").restore(photo)
     )
+
+
+class _TwoConvs(torch.nn.Module):
+    """A module of its own, so dynamo's graphs for it are this test's alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_more_graphs_than_dynamo_keeps_is_a_fallback_too(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_dynamo: None
+) -> None:
+    real = torch.compile  # dynamo's own tracing, no inductor: cheap
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **options: real(fn, **{**options, "backend": "eager"})
+    )
+    module = _TwoConvs().eval()
+    accelerated = accelerate(module, torch.device("cpu"), "compile", Settings(), name="two-convs")
+    assert accelerated is not None
+    with (
+        torch._dynamo.config.patch(recompile_limit=1),
+        caplog.at_level(logging.WARNING, logger="workers.acceleration"),
+        accelerated.warming_up(),
+        torch.inference_mode(),
+    ):
+        module(torch.rand(1, 3, 8, 8))
+        assert accelerated.compiled
+        small = torch.rand(1, 3, 4, 4)
+        restored = module(small)  # a second graph, over the limit of one
+    assert not accelerated.compiled
+    assert "FailOnRecompileLimitHit" in caplog.text
+    with torch.inference_mode():
+        torch.testing.assert_close(restored, module(small))
 
 
 @pytest.mark.parametrize(
