@@ -8,8 +8,9 @@ batches of full-size tiles, at the catalogue's tile size (``benchmarks.models.Mo
 Rates are megapixels of tiles per second; TFLOP/s are the FLOPs of one eager pass, counted
 once per model and batch size, times passes per second (``benchmarks.flops``). The last lines
 name the value to put in each catalogue entry (``ModelEntry.acceleration``): the fastest choice
-at the precision workers use on this device and the default tiles per batch, unless it beats
-eager by less than ``MARGIN``. Run::
+at the precision workers use on this device and the default tiles per batch, where going from
+eager through channels-last, compile and both, a choice replaces the one picked so far only if
+it is ``MARGIN`` faster. Run::
 
     .venv/bin/python -m benchmarks.acceleration [--device cuda] [--models mirnet-lol,...]
         [--precisions fp32,bf16,fp16] [--batch-sizes 1,4] [--tile N] [--repeat 3]
@@ -42,8 +43,9 @@ from workers.restorers import TiledRestorer, half_dtype, load_restorer
 from workers.tiling import full_batches_shape
 
 MARGIN = 1.05
-"""A choice other than eager is recommended only if it is this much faster: compiling costs
-start-up time on every worker, and each choice is one more thing that can go wrong."""
+"""A costlier choice (in the order of ``ACCELERATIONS``: eager, channels-last, compile, both) is
+recommended over a cheaper one only if it is this much faster: compiling costs start-up time on
+every worker, and each choice is one more thing that can go wrong."""
 
 HEURISTICS = "eager, cuDNN heuristics"
 """The CUDA-only baseline column: eager without cuDNN's autotuning."""
@@ -83,12 +85,14 @@ class Row:
 
     @property
     def recommended(self) -> Acceleration:
-        """The fastest choice, unless it beats eager by less than :data:`MARGIN`."""
-        choices = [cell for cell in self.cells if cell.column in ACCELERATIONS]
-        best = max(choices, key=lambda cell: cell.megapixels_per_s)
-        if best.column == "eager" or self.speed_up(best.column) < MARGIN:
-            return "eager"
-        return best.column  # type: ignore[return-value]
+        """From eager through costlier choices, each replacing the pick so far only if it is
+        :data:`MARGIN` faster."""
+        pick = self.cell("eager")
+        for choice in ACCELERATIONS:
+            cell = next((c for c in self.cells if c.column == choice), None)
+            if cell is not None and cell.megapixels_per_s > pick.megapixels_per_s * MARGIN:
+                pick = cell
+        return pick.column  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,18 @@ large photo. Two things pay off only for a shape seen again: ``torch.compile`` b
 per shape (seconds to minutes), and cuDNN's benchmark mode times its algorithms per shape. So
 both are confined to the shapes met while the model is *warmed up*, at load: a run on a photo
 of whole batches of full tiles (``workers.tiling.full_batches_shape``). Any other shape (a
-photo smaller than a tile, a short last batch, the smaller tiles tried after running out of
-memory) runs eager with cuDNN's heuristics: small photos arrive in every size, and compiling
-for each would stall their jobs for a compile apiece and grow the cache without bound. Graphs
-are built with ``dynamic=False``: one fixed shape each, the fastest kernels, never rebuilt in a
-job. The price is paid at load: at worker start for ``DARKROOM_PRELOAD_MODELS``, else on the
-first job of a model (before its restore stage's timer starts, but within its wall time), and
-again after the model cache drops the model.
+photo shorter or narrower than a tile, a short last batch, the smaller tiles tried after running
+out of memory, a call from another context) runs eager with cuDNN's heuristics: such photos
+arrive in every size, and compiling for each would stall their jobs for a compile apiece and
+grow the cache without bound. Graphs are built with ``dynamic=False``: one fixed shape each,
+the fastest kernels, never rebuilt in a job. The price is paid at load: at worker start for
+``DARKROOM_PRELOAD_MODELS``, else on the first job of a model (before its restore stage's timer
+starts, but within its wall time), and again after the model cache drops the model; inductor's
+on-disk cache makes a graph built before cost seconds instead of minutes.
 
-A compiler failure (an operator inductor cannot lower, a missing C++ compiler) is not a failed
-job: the model runs eager from then on and a warning says why.
+A compiler failure (an operator inductor cannot lower, a missing C++ compiler, dynamo's limit
+of graphs per function) is not a failed job: the model runs eager from then on and a warning
+says why.
 
 Channels-last (NHWC) is the layout tensor cores and oneDNN's convolutions prefer; weights are
 converted once at load, inputs at every call.

@@ -129,3 +129,30 @@ def test_acceleration_compares_each_choice_with_eager(model_dir: Path) -> None:
     text = out.getvalue()
     assert "catalogue values" in text and f"mirnet-lol: acceleration='{row.recommended}'" in text
     assert "% of 1 peak" in text
+
+
+@pytest.mark.parametrize(
+    ("rates", "recommended"),
+    [
+        ({"eager": 1.0, "channels_last": 1.04, "compile": 1.08}, "compile"),
+        (
+            {"eager": 1.0, "channels_last": 1.17, "compile": 1.14, "compile+channels_last": 1.18},
+            "channels_last",
+        ),
+        (
+            {"eager": 1.0, "channels_last": 0.9, "compile+channels_last": 1.5},
+            "compile+channels_last",
+        ),
+        ({"eager": 1.0, "compile": 1.04}, "eager"),
+    ],
+)
+def test_a_costlier_choice_must_be_clearly_faster(
+    rates: dict[str, float], recommended: str
+) -> None:
+    cells = [
+        acceleration.Cell(column, rate, 1 / rate, 0.0, "compile" in column)
+        for column, rate in rates.items()
+    ]
+    row = acceleration.Row("mirnet-lol", "bf16", 4, 512, 10**12, cells)
+    assert row.recommended == recommended
+    assert row.speed_up(recommended) == rates[recommended]
