@@ -23,10 +23,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.flops import count_flops
 from shared.catalogue import CATALOGUE, ModelEntry
 from shared.model_store import BUNDLED_WEIGHTS
 from shared.settings import Settings
-from workers.restorers import load_restorer
+from workers.restorers import TiledRestorer, load_restorer
+from workers.tiling import tiled_forward
 
 
 def _spandrel_builders() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -72,14 +74,56 @@ def measure(
     restorer = load_restorer(tuned, path, device, Settings(tile_batch_size=1, precision=precision))
     pixels = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     restorer.restore(pixels)  # warm-up: cuDNN autotuning, allocator
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeat):
         restorer.restore(pixels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return repeat * size * size / 1e6 / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ModelPass:
+    """The model's forward passes alone on one photo's tiles, cut exactly as the worker cuts
+    them and already on the device, including the whole-photo pass the model needs
+    (``forward_for``): its speed with nothing around it."""
+
+    def __init__(self, restorer: TiledRestorer, image: torch.Tensor) -> None:
+        """``image``: 1 x 3 x H x W on the restorer's device."""
+        self.restorer = restorer
+        self.image = image
+        self.batches: list[torch.Tensor] = []
+
+        def record(batch: torch.Tensor) -> torch.Tensor:
+            self.batches.append(batch)  # made outside inference mode, as in a job
+            return batch
+
+        tiled_forward(record, image, config=restorer.tiles, size=restorer.size)
+        self.tile_pixels = sum(b.shape[0] * b.shape[2] * b.shape[3] for b in self.batches)
+        """Pixels the model sees per pass: more than the photo's, as tiles overlap."""
+
+    def run(self) -> None:
+        with torch.inference_mode():
+            forward = self.restorer.forward_for(self.image)
+            for batch in self.batches:
+                forward(batch, None)
+
+    def flops(self) -> int:
+        """FLOPs of one pass (``benchmarks.flops``); the pass warms up as well."""
+        return count_flops(self.run)
+
+    def seconds(self, repeat: int) -> float:
+        """Mean seconds per pass over ``repeat`` passes; warm up first (``run`` or ``flops``)."""
+        synchronize(self.restorer.device)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            self.run()
+        synchronize(self.restorer.device)
+        return (time.perf_counter() - start) / repeat
 
 
 def main() -> None:

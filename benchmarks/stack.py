@@ -70,7 +70,7 @@ class Stack:
             {**self.env, **env},
             log,
             queues,
-            timeout=180,
+            timeout=900,  # a worker preloading a model to compile (DARKROOM_ACCELERATION) is slow
             pool="threads" if concurrency > 1 else "solo",
             concurrency=concurrency,
         )

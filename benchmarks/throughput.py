@@ -2,7 +2,8 @@
 
 (a) The raw model limit: the model's forward passes alone, on the tiles the worker cuts from a
     photo, already on the device (plus the whole-photo pass a model needs, such as the night
-    model's exposure): photos per second nothing around the model could beat.
+    model's exposure): photos per second nothing around the model could beat, and the TFLOP/s
+    that is (with the share of the GPU's peak where known: ``benchmarks.flops``).
 (b) Darkroom end to end: the photos are objects in the S3 endpoint (moto), submitted as one
     batch through the API (in-process), run by ``darkroom worker`` processes holding 1, then N
     jobs at once (``--concurrency 1,3``), each job's status and stage times in PostgreSQL.
@@ -17,7 +18,7 @@ Photos are 12-megapixel JPEGs (4000x3000) made from the night samples in ``sampl
 (upscaled, with sensor-like noise so they compress like camera files). Run::
 
     .venv/bin/python -m benchmarks.throughput [--device cuda] [--model darkroom-night]
-        [--photos 8] [--megapixels 12] [--concurrency 1,3] [--tiny]
+        [--photos 8] [--megapixels 12] [--concurrency 1,3] [--tiny] [--peak-tflops N]
 
 ``--tiny`` serves ``mirnet-lol`` with a small random-weight MIRNet: a model cheap enough on a
 CPU that the stages around it matter. Other non-bundled models get random weights at their
@@ -45,11 +46,12 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.flops import peak_tflops, share_of_peak
+from benchmarks.models import ModelPass
 from benchmarks.stack import Finished, Stack, local_stack, submit_batch, tiny_mirnet, wait_batch
 from shared.catalogue import CATALOGUE, ModelEntry
 from workers import imaging
 from workers.restorers import TiledRestorer, load_restorer
-from workers.tiling import tiled_forward
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 REFERENCE_SIDE = 400
@@ -76,43 +78,25 @@ def make_photos(count: int, megapixels: float, seed: int = 0) -> list[bytes]:
     return photos
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass(frozen=True)
 class Rate:
     photos_per_s: float
     megapixels_per_s: float
+    tflops_per_s: float | None = None
+    """Counted for the raw model limit only."""
 
 
 def raw_model_limit(restorer: TiledRestorer, photo: bytes, repeat: int) -> Rate:
-    """Forward passes alone on the photo's tiles, cut exactly as the worker cuts them and
-    already on the device; includes the whole-photo pass the model needs (``forward_for``)."""
+    """Forward passes alone on the photo's tiles (``benchmarks.models.ModelPass``); the first
+    pass, not timed, warms up and counts the FLOPs."""
     decoded = imaging.decode(photo, max_pixels=10**9)
     height, width = decoded.pixels.shape[:2]
     chw = np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1), dtype=np.float32)
     image = torch.from_numpy(chw)[None].to(restorer.device)
-    batches: list[torch.Tensor] = []
-
-    def record(batch: torch.Tensor) -> torch.Tensor:
-        batches.append(batch.clone())
-        return batch
-
-    tiled_forward(record, image, config=restorer.tiles, size=restorer.size)
-    with torch.inference_mode():
-        forward = restorer.forward_for(image)
-        forward(batches[0], None)  # warm-up: cuDNN autotuning, allocator
-        _synchronize(restorer.device)
-        start = time.perf_counter()
-        for _ in range(repeat):
-            forward = restorer.forward_for(image)
-            for batch in batches:
-                forward(batch, None)
-        _synchronize(restorer.device)
-    seconds = (time.perf_counter() - start) / repeat
-    return Rate(1 / seconds, height * width / 1e6 / seconds)
+    model = ModelPass(restorer, image)
+    flops = model.flops()
+    seconds = model.seconds(repeat)
+    return Rate(1 / seconds, height * width / 1e6 / seconds, flops / 1e12 / seconds)
 
 
 def reference_recipe(restorer: TiledRestorer, photos: list[bytes]) -> tuple[Rate, float]:
@@ -229,6 +213,8 @@ class Report:
     runs: list[EndToEnd]
     reference: Rate
     reference_out_megapixels: float
+    peak_tflops: float | None = None
+    """The GPU's dense bf16/fp16 peak, where known."""
 
 
 def _weights(model: str, tiny: bool, folder: Path) -> tuple[ModelEntry, Path | None]:
@@ -256,6 +242,7 @@ def run(
     concurrency: list[int],
     device: torch.device,
     repeat: int,
+    peak: float | None = None,
 ) -> Report:
     from api.app import create_app
     from shared.model_store import BUNDLED_WEIGHTS
@@ -285,15 +272,31 @@ def run(
     with TestClient(create_app(stack.settings)) as client:
         for n in concurrency:
             runs.append(end_to_end(stack, client, keys, warm_up_key, megapixels, model, n, device))
-    return Report(str(device), model, len(photos), megapixels, raw, runs, reference, out_megapixels)
+    return Report(
+        str(device),
+        model,
+        len(photos),
+        megapixels,
+        raw,
+        runs,
+        reference,
+        out_megapixels,
+        peak_tflops(device, peak),
+    )
 
 
 def print_report(report: Report, console: Console) -> None:
     raw = report.raw
+    raw_tflops = (
+        f"{raw.tflops_per_s:.3g} {share_of_peak(raw.tflops_per_s, report.peak_tflops)}".strip()
+        if raw.tflops_per_s is not None
+        else "-"
+    )
     table = Table(
         "path",
         "photos/s",
         "MP/s",
+        "TFLOP/s",
         "ratio to raw",
         "model busy",
         "GPU util",
@@ -304,6 +307,7 @@ def print_report(report: Report, console: Console) -> None:
         "(a) raw model limit: forward passes on tiles on the device",
         f"{raw.photos_per_s:.3f}",
         f"{raw.megapixels_per_s:.2f}",
+        raw_tflops,
         "1",
         "100%",
         "-",
@@ -314,6 +318,7 @@ def print_report(report: Report, console: Console) -> None:
             f"(b) Darkroom end to end, worker concurrency {run.concurrency}",
             f"{run.rate.photos_per_s:.3f}",
             f"{run.rate.megapixels_per_s:.2f}",
+            "-",
             f"{run.rate.photos_per_s / raw.photos_per_s:.2f}",
             f"{run.model_busy:.0%}",
             gpu,
@@ -323,6 +328,7 @@ def print_report(report: Report, console: Console) -> None:
         f"(output {report.reference_out_megapixels:.2f} MP)",
         f"{report.reference.photos_per_s:.3f}",
         f"{report.reference.megapixels_per_s:.2f} (input)",
+        "-",
         f"{report.reference.photos_per_s / raw.photos_per_s:.2f}",
         "-",
         "-",
@@ -359,6 +365,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,3")
     parser.add_argument("--repeat", type=int, default=3, help="raw-limit repetitions")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the GPU's peak, where benchmarks.flops does not know it"
+    )
     args = parser.parse_args()
     model = "mirnet-lol" if args.tiny else args.model
     device = torch.device(args.device)
@@ -388,6 +397,7 @@ def main() -> None:
             concurrency=[int(n) for n in args.concurrency.split(",")],
             device=device,
             repeat=args.repeat,
+            peak=args.peak_tflops,
         )
     print_report(report, console)
 

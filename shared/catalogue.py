@@ -14,12 +14,17 @@ digest of what it downloaded and workers verify against that from then on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from shared.errors import InvalidRequest, ModelNotFound
 
 OWN_ARCHITECTURES = ("mirnet", "nafnet-night")
 """Architectures implemented in ``workers/archs``; every other one is loaded through spandrel."""
+
+Acceleration = Literal["eager", "channels_last", "compile", "compile+channels_last"]
+"""How a worker runs a model (``workers.acceleration``): as written, with channels-last weights
+and inputs, compiled by ``torch.compile`` for its tile shape, or both."""
+ACCELERATIONS: tuple[Acceleration, ...] = get_args(Acceleration)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class ModelEntry:
     overlap: int = 32
     precisions: tuple[str, ...] = ("fp32",)
     """Precisions it runs in; CUDA workers use the first half-precision one listed."""
+    acceleration: Acceleration = "eager"
+    """The fastest way to run it, measured by ``benchmarks.acceleration`` on the GPU the workers
+    use; ``DARKROOM_ACCELERATION`` overrides it for every model. Every entry is still "eager":
+    no GPU measurement exists yet, and on a CPU compiling costs minutes of start-up for little.
+    """
     bundled: bool = False
     """True for Darkroom's own models, whose weights ship inside the package."""
     default_options: dict[str, Any] = field(default_factory=dict)

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.catalogue import Acceleration
+
 DEFAULT_HOME = Path(".darkroom")
 
 
@@ -71,9 +73,16 @@ class Settings(BaseSettings):
     tile_batch_size: int = 4
     """Tiles per forward pass."""
     device: str = "auto"
+    """``auto`` picks CUDA when available, else CPU."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """``auto``: bf16 (else fp16) autocast on CUDA where the model supports it, fp32 on CPU."""
-    """``auto`` picks CUDA when available, else CPU."""
+    acceleration: Literal["catalogue"] | Acceleration = "catalogue"
+    """``catalogue``: each model as its catalogue entry says (``ModelEntry.acceleration``);
+    any other value (``eager``, ``channels_last``, ``compile``, ``compile+channels_last``) for
+    every model. Compiling happens when a model loads (``preload_models``: at worker start)."""
+    cudnn_benchmark: bool = True
+    """On CUDA, let cuDNN time its algorithms for the tile shapes a model is warmed up on and
+    keep the fastest (``torch.backends.cudnn.benchmark``); other shapes keep its heuristics."""
     worker_concurrency: int = Field(default=1, ge=1)
     """Jobs a worker process holds at once. Above 1, `darkroom worker` uses Celery's threads
     pool: while one job is on the model, the others download, decode, encode and upload. One

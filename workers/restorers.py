@@ -1,16 +1,20 @@
 """Turning a model entry into a loaded model that restores a whole photo of any size.
 
 Models load once per process and stay warm (least recently used ones are dropped past a memory
-budget): loading MIRNet's 32 M parameters costs far more than restoring one photo. Every model
-runs through the same tiled path, so any size fits in memory, and on CUDA out-of-memory the
+budget): loading MIRNet's 32 M parameters costs far more than restoring one photo. Loading
+includes the warm-up that compiles and autotunes the model for its tile shape where that was
+chosen (``workers.acceleration``), so no job pays for it. Every model runs through the same
+tiled path, so any size fits in memory, and on CUDA out-of-memory the
 tile is halved instead of failing the job. A model never runs on random weights: missing
 weights are ``ModelUnavailable`` with the download address and the setting to fill in.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -24,7 +28,14 @@ from shared.catalogue import OWN_ARCHITECTURES, ModelEntry
 from shared.errors import ModelUnavailable
 from shared.model_store import ModelStore
 from shared.settings import Settings
-from workers.tiling import SizeRequirements, TileConfig, restore_with_oom_fallback, tiled_forward
+from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
+from workers.tiling import (
+    SizeRequirements,
+    TileConfig,
+    full_batches_shape,
+    restore_with_oom_fallback,
+    tiled_forward,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +97,7 @@ class TiledRestorer:
         tiles: TileConfig,
         nbytes: int,
         prepare: Callable[[torch.Tensor], Forward] | None = None,
+        accelerated: AcceleratedForward | None = None,
     ) -> None:
         self.name = name
         self.device = device
@@ -95,6 +107,8 @@ class TiledRestorer:
         self.size = size
         self._scale_for = scale_for
         self.tiles = tiles
+        self.accelerated = accelerated
+        """The model's fast path (``workers.acceleration``); None: it runs as written."""
 
     def forward_for(self, image: torch.Tensor) -> Forward:
         """What runs on each batch of tiles of ``image`` (1 x 3 x H x W, on the device): the
@@ -107,8 +121,7 @@ class TiledRestorer:
         self, pixels: np.ndarray, check_stop: StopCheck | None = None, task: str | None = None
     ) -> np.ndarray:
         height, width = pixels.shape[:2]
-        chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
-        image = torch.from_numpy(chw)[None].to(self.device)
+        image = to_device(pixels, self.device)
         forward = self.forward_for(image)
 
         def run(config: TileConfig) -> torch.Tensor:
@@ -122,7 +135,35 @@ class TiledRestorer:
             )
 
         restored = restore_with_oom_fallback(run, self.tiles, image_size=(height, width))
-        return restored[0].clamp_(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
+        return to_numpy(restored.clamp_(0.0, 1.0))
+
+    def warm_up(self) -> None:
+        """Restore a photo of whole batches of full tiles once, through the path jobs take, so
+        the shapes jobs meet are compiled and autotuned now rather than in a job (see
+        ``workers.acceleration``). Nothing to do for a model that runs as written."""
+        accelerated = self.accelerated
+        if accelerated is None:
+            return
+        shape = full_batches_shape(self.tiles, self.size)
+        if shape is None:
+            if accelerated.compiled:
+                log.warning("model %s runs whole photos, of every shape: not compiled", self.name)
+            return
+        pixels = np.random.default_rng(0).random((*shape, 3), dtype=np.float32)
+        start = time.perf_counter()
+        with accelerated.warming_up():
+            self.restore(pixels)
+        log.info(
+            "warmed up model %s on %s in %.1f s (%s%s) on a %dx%d photo: %d input shape(s)",
+            self.name,
+            self.device,
+            time.perf_counter() - start,
+            "compiled" if accelerated.compiled else "eager",
+            ", channels-last" if accelerated.channels_last else "",
+            shape[1],
+            shape[0],
+            len(accelerated.warm_shapes),
+        )
 
 
 def _own_model(entry: ModelEntry, path: Path) -> torch.nn.Module:
@@ -179,10 +220,22 @@ def _module_bytes(module: torch.nn.Module) -> int:
 def load_restorer(
     entry: ModelEntry, path: Path, device: torch.device, settings: Settings
 ) -> Restorer:
+    """The model ready for jobs: loaded, accelerated as chosen (``workers.acceleration``) and
+    warmed up, so compiling and autotuning happen here, not in a job's restore."""
+    restorer = _build_restorer(entry, path, device, settings)
+    restorer.warm_up()
+    return restorer
+
+
+def _build_restorer(
+    entry: ModelEntry, path: Path, device: torch.device, settings: Settings
+) -> TiledRestorer:
     tiles = TileConfig(tile=entry.tile, overlap=entry.overlap, batch_size=settings.tile_batch_size)
+    choice = choose(entry, settings)
     try:
         if entry.architecture in OWN_ARCHITECTURES:
             model = _own_model(entry, path).to(device).eval()
+            accelerated = accelerate(model, device, choice, settings, name=entry.name)
             dtype = half_dtype(entry, device, settings.precision)
 
             def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
@@ -201,6 +254,7 @@ def load_restorer(
                 prepare=_global_gain(model, entry, dtype, forward)
                 if entry.architecture == "nafnet-night"
                 else None,
+                accelerated=accelerated,
             )
         from workers.spandrel_models import load_spandrel
 
@@ -209,6 +263,7 @@ def load_restorer(
         )
     except ValueError as exc:
         raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
+    module = loaded.descriptor.model
     return TiledRestorer(
         entry.name,
         loaded.forward,
@@ -218,7 +273,15 @@ def load_restorer(
         ),
         scale_for=loaded.scale_for,
         tiles=tiles,
-        nbytes=_module_bytes(loaded.descriptor.model),
+        nbytes=_module_bytes(module),
+        accelerated=accelerate(
+            module,
+            device,
+            choice,
+            settings,
+            name=entry.name,
+            can_compile=not loaded.changes_per_task,
+        ),
     )
 
 
@@ -259,6 +322,9 @@ class RestorerCache:
                 "unloaded model %s (model cache over %d MB)", name, self._settings.model_cache_mb
             )
             if self._device.type == "cuda":
+                # An accelerated module and its forward refer to each other: only the cycle
+                # collector frees its weights, and the cache can only give back freed memory.
+                gc.collect()
                 torch.cuda.empty_cache()
 
     @property

@@ -159,6 +159,12 @@ class LoadedModel:
     def device(self) -> torch.device:
         return self.descriptor.device
 
+    @property
+    def changes_per_task(self) -> bool:
+        """Whether running a task changes the module itself: IPT picks its head with
+        ``set_scale``. A compiled graph guards on that state and would be rebuilt on a switch."""
+        return self._is_ipt and len(self.tasks) > 1
+
     def head_for(self, task: str | None) -> int:
         """Index of the head that performs ``task`` (None: the default task)."""
         name = self.default_task if task is None else task

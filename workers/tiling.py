@@ -172,13 +172,33 @@ class _Plan:
     xs: list[int]
 
 
-def _plan(height: int, width: int, config: TileConfig, size: SizeRequirements) -> _Plan:
-    if config.whole_image:
-        return _Plan(height, width, 0, 0, [0], [0])
+def _tile_and_overlap(config: TileConfig, size: SizeRequirements) -> tuple[int, int]:
+    """The tile side the model gets (``config.tile`` fitted to ``size``) and the overlap."""
     assert config.tile is not None
     tile = config.tile - config.tile % size.multiple_of
     tile = max(tile, size.multiple_of, size.minimum)
-    overlap = min(config.overlap, tile // 2)
+    return tile, min(config.overlap, tile // 2)
+
+
+def full_batches_shape(config: TileConfig, size: SizeRequirements) -> tuple[int, int] | None:
+    """``(height, width)`` of the smallest photo cut into whole batches of full-size tiles: a run
+    on it meets the shape of a large photo's batches, which is what a warm-up compiles and
+    autotunes for and what a benchmark of the model times. Two tiles at least, as a photo of one
+    tile may take another path (the night model skips its whole-photo pass). Not met: the last
+    batch of a photo when it holds fewer tiles, and a photo smaller than a tile, which is one
+    tile of its own size. None for whole-image runs, whose shape is each photo's.
+    """
+    if config.whole_image:
+        return None
+    tile, overlap = _tile_and_overlap(config, size)
+    tiles = max(config.batch_size, 2)
+    return tile, tile + (tiles - 1) * (tile - overlap)
+
+
+def _plan(height: int, width: int, config: TileConfig, size: SizeRequirements) -> _Plan:
+    if config.whole_image:
+        return _Plan(height, width, 0, 0, [0], [0])
+    tile, overlap = _tile_and_overlap(config, size)
     margin = config.overlap // 4 if config.margin is None else config.margin
     margin = min(margin, max(overlap - 1, 0) // 2)
     tile_h, tile_w = min(tile, height), min(tile, width)

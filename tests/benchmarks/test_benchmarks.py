@@ -13,9 +13,11 @@ import torch
 from rich.console import Console
 from sqlalchemy import func, select
 
-from benchmarks import queue_overhead, throughput
+from benchmarks import acceleration, queue_overhead, throughput
+from benchmarks.flops import count_flops
 from benchmarks.stack import Stack, tiny_nafnet
 from shared.models import Job, JobStatus
+from workers.archs.mirnet import load_mirnet
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +77,8 @@ def test_throughput_compares_the_model_alone_with_the_whole_path(
     )
 
     assert report.raw.photos_per_s > 0 and report.reference.photos_per_s > 0
+    assert report.raw.tflops_per_s is not None and report.raw.tflops_per_s > 0
+    assert report.peak_tflops is None  # a CPU has no entry in the peak table
     assert [run.concurrency for run in report.runs] == [1, 2]
     for run in report.runs:
         assert run.finished.counts == {"succeeded": 2}
@@ -86,7 +90,72 @@ def test_throughput_compares_the_model_alone_with_the_whole_path(
     out = io.StringIO()
     throughput.print_report(report, Console(file=out, width=200))
     assert "raw model limit" in out.getvalue() and "reference recipe" in out.getvalue()
+    assert "TFLOP/s" in out.getvalue()
     assert (
         redis.Redis.from_url(stack.settings.broker_url).llen(stack.settings.queue_for("mirnet"))
         == 0
     )
+
+
+def test_acceleration_compares_each_choice_with_eager(model_dir: Path) -> None:
+    """The suite's tiny MIRNet at 32-px tiles, two per batch: eager against compiled with
+    channels-last (one compile, the same graph as tests/workers/test_acceleration.py's)."""
+    path = model_dir / "mirnet-lol.pt"
+    report = acceleration.run(
+        weights={"mirnet-lol": path},
+        device=torch.device("cpu"),
+        precisions=["fp32"],
+        batch_sizes=[2],
+        choices=["compile+channels_last"],
+        tile=32,
+        repeat=1,
+        peak=1.0,
+    )
+
+    [row] = report.rows
+    assert (row.model, row.precision, row.batch_size, row.tile) == ("mirnet-lol", "fp32", 2, 32)
+    assert [(c.column, c.compiled) for c in row.cells] == [
+        ("eager", False),
+        ("compile+channels_last", True),
+    ]
+    assert all(c.megapixels_per_s > 0 and c.load_s > 0 for c in row.cells)
+    assert row.speed_up("eager") == 1
+    # One pass is the one full batch of two tiles: the FLOPs of the model on it, nothing else.
+    model = load_mirnet(path).eval()
+    with torch.inference_mode():
+        flops = count_flops(lambda: model(torch.rand(2, 3, 32, 32)))
+    assert row.flops_per_pass == flops
+    assert report.recommendations == {"mirnet-lol": row}
+    assert row.recommended in {"eager", "compile+channels_last"}
+    out = io.StringIO()
+    acceleration.print_report(report, Console(file=out, width=250))
+    text = out.getvalue()
+    assert "catalogue values" in text and f"mirnet-lol: acceleration='{row.recommended}'" in text
+    assert "% of 1 peak" in text
+
+
+@pytest.mark.parametrize(
+    ("rates", "recommended"),
+    [
+        ({"eager": 1.0, "channels_last": 1.04, "compile": 1.08}, "compile"),
+        (
+            {"eager": 1.0, "channels_last": 1.17, "compile": 1.14, "compile+channels_last": 1.18},
+            "channels_last",
+        ),
+        (
+            {"eager": 1.0, "channels_last": 0.9, "compile+channels_last": 1.5},
+            "compile+channels_last",
+        ),
+        ({"eager": 1.0, "compile": 1.04}, "eager"),
+    ],
+)
+def test_a_costlier_choice_must_be_clearly_faster(
+    rates: dict[str, float], recommended: str
+) -> None:
+    cells = [
+        acceleration.Cell(column, rate, 1 / rate, 0.0, "compile" in column)
+        for column, rate in rates.items()
+    ]
+    row = acceleration.Row("mirnet-lol", "bf16", 4, 512, 10**12, cells)
+    assert row.recommended == recommended
+    assert row.speed_up(recommended) == rates[recommended]

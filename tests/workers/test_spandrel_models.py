@@ -211,6 +211,7 @@ def test_ipt_pretrained_checkpoint_exposes_six_tasks(ipt_pretrain: tuple[IPT, Lo
     assert loaded.default_task == "sr-x4" and loaded.scale == 4  # spandrel's own choice
     assert loaded.minimum_size == 48 and loaded.size_multiple == 1
     assert (loaded.supports_half, loaded.supports_bfloat16) == (False, True)
+    assert loaded.changes_per_task  # set_scale picks the head: never compiled
 
 
 @pytest.mark.parametrize("task", ["sr-x3", "derain", "denoise-30"])
@@ -252,6 +253,7 @@ def test_ipt_single_task_checkpoints(tmp_path: Path) -> None:
     sr_path = _save(sr.state_dict(), tmp_path / "IPT_sr2.safetensors")
     loaded_sr = load_spandrel(sr_path)
     assert loaded_sr.tasks == ("sr-x2",) and loaded_sr.scale == 2
+    assert not loaded_sr.changes_per_task
     x = _image(48, 48)
     assert isinstance(sr, IPT)
     torch.testing.assert_close(loaded_sr.forward(x), _reference_ipt(sr, x, 0), atol=1e-4, rtol=1e-4)

@@ -17,6 +17,7 @@ from workers.tiling import (
     Model,
     SizeRequirements,
     TileConfig,
+    full_batches_shape,
     restore_with_oom_fallback,
     tile_starts,
     tiled_forward,
@@ -295,6 +296,31 @@ def test_tiles_are_batched() -> None:
     assert tiles == 4 * 6
     assert len(calls) == math.ceil(tiles / 4)
     assert sum(calls) == tiles and max(calls) == 4
+
+
+@pytest.mark.parametrize(
+    ("config", "size", "batches"),
+    [
+        (TileConfig(tile=128, overlap=32, batch_size=4), SizeRequirements(), 1),
+        (TileConfig(tile=100, overlap=20, batch_size=3), SizeRequirements(multiple_of=16), 1),
+        (TileConfig(tile=240, overlap=24, batch_size=1), SizeRequirements(minimum=48), 2),
+    ],
+)
+def test_the_warm_up_photo_is_whole_batches_of_full_tiles(
+    config: TileConfig, size: SizeRequirements, batches: int
+) -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(x.shape))
+        return x
+
+    shape = full_batches_shape(config, size)
+    assert shape is not None
+    tiled_forward(model, _image(*shape), config=config, size=size)
+    tile = (config.tile or 0) // size.multiple_of * size.multiple_of
+    assert shapes == [(config.batch_size, 3, tile, tile)] * batches
+    assert full_batches_shape(TileConfig(tile=None), size) is None
 
 
 def test_check_stop_cancels_between_batches_and_progress_reaches_one() -> None:

@@ -1,0 +1,252 @@
+"""Every way of running a model (``workers.acceleration``) restores what eager restores, through
+the path jobs take (``load_restorer``), on Darkroom's MIRNet and on a NAFNet loaded through
+spandrel, both tiny with random weights.
+
+A compile costs 10-80 s on a small CPU, so there are two: MIRNet compiled with channels-last
+and NAFNet compiled alone; every choice is met by at least one model and compiling by both. The
+compiler failure is real (dynamo calls a backend that raises), and cheap: nothing is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from spandrel.architectures.NAFNet import NAFNet
+
+from shared.catalogue import ModelEntry, get_entry
+from shared.settings import Settings
+from workers.acceleration import accelerate, choose
+from workers.restorers import TiledRestorer, load_restorer
+
+TILE, OVERLAP, BATCH = 32, 8, 2
+PHOTO = (80, 80)
+"""Three rows of three 32-px tiles: four full batches of two, then a batch of one."""
+SMALL = (20, 28)
+"""Smaller than a tile: one tile of its own size."""
+ATOL = 1e-5
+"""Against eager; measured: 2e-7 (float32 sums in another order)."""
+
+
+@pytest.fixture(scope="module")
+def models(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Catalogue entries cut to 32-px tiles, and their weights: the suite's tiny MIRNet, and a
+    tiny NAFNet saved as megvii-research publishes it (under ``params``)."""
+    torch.manual_seed(0)
+    nafnet = NAFNet(width=8, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1])
+    nafnet_path = tmp_path_factory.mktemp("nafnet") / "NAFNet-GoPro-width32.pth"
+    torch.save({"params": nafnet.state_dict()}, nafnet_path)
+    tiles = {"tile": TILE, "overlap": OVERLAP}
+    return {
+        "mirnet": (
+            dataclasses.replace(get_entry("mirnet-lol"), **tiles),
+            model_dir / "mirnet-lol.pt",
+        ),
+        "nafnet": (dataclasses.replace(get_entry("nafnet-gopro"), **tiles), nafnet_path),
+    }
+
+
+@pytest.fixture
+def compiled_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, ...]]]:
+    """Input shape of every call that runs a compiled graph: ``torch.compile`` wrapped."""
+    calls: list[tuple[int, ...]] = []
+    real = torch.compile
+
+    def recording(fn, **options):  # type: ignore[no-untyped-def]
+        compiled = real(fn, **options)
+
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(tuple(args[0].shape))
+            return compiled(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", recording)
+    yield calls
+
+
+def _load(entry: ModelEntry, path: Path, acceleration: str) -> TiledRestorer:
+    settings = Settings(acceleration=acceleration, tile_batch_size=BATCH, device="cpu")  # type: ignore[arg-type]
+    restorer = load_restorer(entry, path, torch.device("cpu"), settings)
+    assert isinstance(restorer, TiledRestorer)
+    return restorer
+
+
+def _photo(shape: tuple[int, int], seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((*shape, 3), dtype=np.float32)
+
+
+def _has_channels_last_weights(restorer: TiledRestorer) -> bool:
+    assert restorer.accelerated is not None
+    weights = [p for p in restorer.accelerated.module.parameters() if p.dim() == 4]
+    assert weights
+    return any(not w.is_contiguous() for w in weights)
+
+
+@pytest.mark.parametrize(
+    ("model", "choice", "compiled_shapes"),
+    [
+        ("mirnet", "channels_last", []),
+        # MIRNet gets whole batches: the four full ones run compiled, the last (one tile) eager.
+        ("mirnet", "compile+channels_last", [(BATCH, 3, TILE, TILE)] * 4),
+        ("nafnet", "channels_last", []),
+        # Spandrel runs a batch image by image: all nine tiles have the warmed-up shape.
+        ("nafnet", "compile", [(1, 3, TILE, TILE)] * 9),
+    ],
+)
+def test_each_choice_restores_what_eager_restores(
+    models: dict[str, tuple],
+    compiled_calls: list[tuple[int, ...]],
+    model: str,
+    choice: str,
+    compiled_shapes: list[tuple[int, ...]],
+) -> None:
+    entry, path = models[model]
+    eager = _load(entry, path, "eager")
+    fast = _load(entry, path, choice)
+    assert eager.accelerated is None  # on a CPU, eager runs the model as written
+    assert fast.accelerated is not None
+    assert _has_channels_last_weights(fast) == ("channels_last" in choice)
+    assert fast.accelerated.compiled == ("compile" in choice)
+    warmed = len(compiled_calls)
+
+    # Nothing compiles during a job: an unwarmed shape sent to the graph would raise here.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        restored, small = fast.restore(_photo(PHOTO)), fast.restore(_photo(SMALL))
+
+    np.testing.assert_allclose(restored, eager.restore(_photo(PHOTO)), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(small, eager.restore(_photo(SMALL)), rtol=0, atol=ATOL)
+    assert compiled_calls[warmed:] == compiled_shapes  # the small photo ran eager
+    assert (warmed > 0) == ("compile" in choice)  # compiled at load, in the warm-up
+
+    # The warmed-up shape from another context (autograd on, no inference mode) is not what
+    # the graph was built for: eager, not a compile in the middle of a job.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        fast.accelerated.module(torch.rand(*(compiled_shapes or [(1, 3, TILE, TILE)])[0]))
+    assert compiled_calls[warmed:] == compiled_shapes
+
+
+@pytest.fixture
+def fresh_dynamo() -> Iterator[None]:
+    yield
+    torch._dynamo.reset()  # drop what the broken backend left in dynamo's caches
+
+
+def test_a_compiler_failure_leaves_the_model_eager(
+    models: dict[str, tuple],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fresh_dynamo: None,
+) -> None:
+    def broken_backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> None:
+        raise RuntimeError("inductor cannot lower this graph")
+
+    real = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **options: real(fn, **{**options, "backend": broken_backend})
+    )
+    entry, path = models["nafnet"]
+    with caplog.at_level(logging.WARNING, logger="workers.acceleration"):
+        restorer = _load(entry, path, "compile")
+
+    assert restorer.accelerated is not None and not restorer.accelerated.compiled
+    assert "torch.compile failed for model nafnet-gopro" in caplog.text
+    assert "inductor cannot lower this graph" in caplog.text
+    photo = _photo(PHOTO)
+    np.testing.assert_array_equal(
+        restorer.restore(photo), _load(entry, path, "eager").restore(photo)
+    )
+
+
+class _TwoConvs(torch.nn.Module):
+    """A module of its own, so dynamo's graphs for it are this test's alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_more_graphs_than_dynamo_keeps_is_a_fallback_too(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_dynamo: None
+) -> None:
+    real = torch.compile  # dynamo's own tracing, no inductor: cheap
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **options: real(fn, **{**options, "backend": "eager"})
+    )
+    module = _TwoConvs().eval()
+    accelerated = accelerate(module, torch.device("cpu"), "compile", Settings(), name="two-convs")
+    assert accelerated is not None
+    with (
+        torch._dynamo.config.patch(recompile_limit=1),
+        caplog.at_level(logging.WARNING, logger="workers.acceleration"),
+        accelerated.warming_up(),
+        torch.inference_mode(),
+    ):
+        module(torch.rand(1, 3, 8, 8))
+        assert accelerated.compiled
+        small = torch.rand(1, 3, 4, 4)
+        restored = module(small)  # a second graph, over the limit of one
+    assert not accelerated.compiled
+    assert "FailOnRecompileLimitHit" in caplog.text
+    with torch.inference_mode():
+        torch.testing.assert_close(restored, module(small))
+
+
+@pytest.mark.parametrize(
+    ("in_catalogue", "setting", "chosen"),
+    [
+        ("channels_last", "catalogue", "channels_last"),
+        ("eager", "channels_last", "channels_last"),
+        ("compile+channels_last", "eager", "eager"),
+        ("compile", "channels_last", "channels_last"),
+    ],
+)
+def test_the_setting_overrides_the_catalogue(
+    models: dict[str, tuple], in_catalogue: str, setting: str, chosen: str
+) -> None:
+    entry, path = models["mirnet"]
+    entry = dataclasses.replace(entry, acceleration=in_catalogue)
+    settings = Settings(acceleration=setting)  # type: ignore[arg-type]
+    assert choose(entry, settings) == chosen
+
+    restorer = load_restorer(entry, path, torch.device("cpu"), settings)
+    assert isinstance(restorer, TiledRestorer)
+    if chosen == "eager":
+        assert restorer.accelerated is None
+    else:
+        assert _has_channels_last_weights(restorer) and not restorer.accelerated.compiled
+
+
+def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().acceleration == "catalogue"
+    assert get_entry("mirnet-lol").acceleration == "eager"  # until measured on a GPU
+    monkeypatch.setenv("DARKROOM_ACCELERATION", "compile+channels_last")
+    assert Settings().acceleration == "compile+channels_last"
+    monkeypatch.setenv("DARKROOM_ACCELERATION", "fast")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_a_module_that_changes_per_task_is_not_compiled(caplog: pytest.LogCaptureFixture) -> None:
+    module = torch.nn.Conv2d(3, 3, 3)
+    with caplog.at_level(logging.WARNING, logger="workers.acceleration"):
+        accelerated = accelerate(
+            module,
+            torch.device("cpu"),
+            "compile+channels_last",
+            Settings(),
+            name="ipt-pretrain",
+            can_compile=False,
+        )
+    assert accelerated is not None and not accelerated.compiled and accelerated.channels_last
+    assert "model ipt-pretrain cannot be compiled" in caplog.text
+    assert module.forward is accelerated  # the module's callers get the fast path
