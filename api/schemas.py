@@ -43,6 +43,11 @@ class Timings(BaseModel):
     restore: float | None = None
     encode: float | None = None
     upload: float | None = None
+    device: float | None = Field(
+        default=None,
+        description="Seconds the model's device worked for this job: its share of each pass "
+        "when a worker runs several jobs' tiles in one pass (restore then includes the wait).",
+    )
 
 
 class JobError(BaseModel):

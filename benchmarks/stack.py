@@ -172,6 +172,8 @@ class Finished:
     """Mean seconds per job of each stage, over succeeded jobs."""
     attempts: int
     """Attempts summed over the jobs (equal to the job count when each ran once)."""
+    device_s: float
+    """Device seconds summed over succeeded jobs: how long the model's device was busy."""
 
 
 def wait_batch(
@@ -207,7 +209,8 @@ def wait_batch(
         for stage in STAGES
         if succeeded
     }
-    return Finished(seconds, counts, stages, sum(job.attempts for job in rows))
+    device = sum(job.device_s or 0.0 for job in succeeded)
+    return Finished(seconds, counts, stages, sum(job.attempts for job in rows), device)
 
 
 def submit_batch(client: Any, keys: Sequence[str], model: str) -> uuid.UUID:

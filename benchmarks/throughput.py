@@ -8,8 +8,9 @@
     batch through the API (in-process), run by ``darkroom worker`` processes holding 1, then N
     jobs at once (``--concurrency 1,3``), each job's status and stage times in PostgreSQL.
     Printed next to (a) with their ratio, per-stage mean times, the share of the wall time the
-    model was busy (sum of restore stages / wall) and, on CUDA with ``pynvml``, the GPU's own
-    utilisation sampled every 0.1 s.
+    model was busy (the device seconds charged to the jobs, summed, over the wall) and, on CUDA
+    with ``pynvml``, the GPU's own utilisation sampled every 0.1 s. ``--device-batch-tiles N``
+    runs each concurrency above 1 a second time with passes merged across jobs up to N tiles.
 (c) The reference project's recipe (dblasko's MIRNet inference): one photo at a time, shortest
     side resized to 400 px and cropped to a multiple of 8, one fp32 forward pass, on the same
     photos and model. Fast, but its output is a 400 px thumbnail, not the photo.
@@ -18,7 +19,8 @@ Photos are 12-megapixel JPEGs (4000x3000) made from the night samples in ``sampl
 (upscaled, with sensor-like noise so they compress like camera files). Run::
 
     .venv/bin/python -m benchmarks.throughput [--device cuda] [--model darkroom-night]
-        [--photos 8] [--megapixels 12] [--concurrency 1,3] [--tiny] [--peak-tflops N]
+        [--photos 8] [--megapixels 12] [--concurrency 1,3] [--device-batch-tiles 12] [--tiny]
+        [--peak-tflops N]
 
 ``--tiny`` serves ``mirnet-lol`` with a small random-weight MIRNet: a model cheap enough on a
 CPU that the stages around it matter. Other non-bundled models get random weights at their
@@ -162,11 +164,19 @@ class GpuSampler:
 @dataclass(frozen=True)
 class EndToEnd:
     concurrency: int
+    device_batch_tiles: int
+    """Most tiles in a pass merged across jobs; 0: each job holds the device alone."""
     finished: Finished
     rate: Rate
     model_busy: float
-    """Share of the wall time some job was in its restore stage."""
+    """Share of the wall time the model's device was busy: the jobs' device seconds (all of
+    their restore stage, or their share of passes merged across jobs) summed, over the wall."""
     gpu_utilisation: float | None
+
+    @property
+    def label(self) -> str:
+        merged = f", passes merged up to {self.device_batch_tiles} tiles"
+        return f"worker concurrency {self.concurrency}{merged if self.device_batch_tiles else ''}"
 
 
 def end_to_end(
@@ -178,12 +188,17 @@ def end_to_end(
     model: str,
     concurrency: int,
     device: torch.device,
+    device_batch_tiles: int = 0,
 ) -> EndToEnd:
     """A batch of every photo through a worker holding ``concurrency`` jobs, after a warm-up
     job on a photo of one tile (same tile shape: kernels chosen, memory allocated) that is not
     counted."""
     family = CATALOGUE[model].family if model in CATALOGUE else "spandrel"
-    env = {"DARKROOM_PRELOAD_MODELS": f'["{model}"]', "DARKROOM_DEVICE": str(device)}
+    env = {
+        "DARKROOM_PRELOAD_MODELS": f'["{model}"]',
+        "DARKROOM_DEVICE": str(device),
+        "DARKROOM_DEVICE_BATCH_TILES": str(device_batch_tiles),
+    }
     with stack.worker(concurrency, family, **env):
         warm = submit_batch(client, [warm_up_key], model)
         wait_batch(stack.sessions, warm, time.perf_counter(), timeout=3600)
@@ -193,12 +208,12 @@ def end_to_end(
             batch_id = submit_batch(client, keys, model)
             finished = wait_batch(stack.sessions, batch_id, started, timeout=24 * 3600)
     count = sum(finished.counts.values())
-    busy = finished.stages.get("restore", 0.0) * finished.counts.get("succeeded", 0)
     return EndToEnd(
         concurrency,
+        device_batch_tiles,
         finished,
         Rate(count / finished.seconds, count * megapixels / finished.seconds),
-        busy / finished.seconds,
+        finished.device_s / finished.seconds,
         sampler.mean,
     )
 
@@ -243,6 +258,7 @@ def run(
     device: torch.device,
     repeat: int,
     peak: float | None = None,
+    device_batch_tiles: int = 0,
 ) -> Report:
     from api.app import create_app
     from shared.model_store import BUNDLED_WEIGHTS
@@ -271,7 +287,12 @@ def run(
     runs = []
     with TestClient(create_app(stack.settings)) as client:
         for n in concurrency:
-            runs.append(end_to_end(stack, client, keys, warm_up_key, megapixels, model, n, device))
+            for tiles in [0, device_batch_tiles] if n > 1 and device_batch_tiles > 1 else [0]:
+                runs.append(
+                    end_to_end(
+                        stack, client, keys, warm_up_key, megapixels, model, n, device, tiles
+                    )
+                )
     return Report(
         str(device),
         model,
@@ -315,7 +336,7 @@ def print_report(report: Report, console: Console) -> None:
     for run in report.runs:
         gpu = f"{run.gpu_utilisation:.0f}%" if run.gpu_utilisation is not None else "n/a"
         table.add_row(
-            f"(b) Darkroom end to end, worker concurrency {run.concurrency}",
+            f"(b) Darkroom end to end, {run.label}",
             f"{run.rate.photos_per_s:.3f}",
             f"{run.rate.megapixels_per_s:.2f}",
             "-",
@@ -340,7 +361,7 @@ def print_report(report: Report, console: Console) -> None:
     )  # fmt: skip
     for run in report.runs:
         stages.add_row(
-            str(run.concurrency),
+            run.label.removeprefix("worker concurrency "),
             ", ".join(f"{k} {v}" for k, v in run.finished.counts.items()),
             f"{run.finished.seconds:.2f}",
             *(f"{seconds:.3f}" for seconds in run.finished.stages.values()),
@@ -350,7 +371,7 @@ def print_report(report: Report, console: Console) -> None:
         first = report.runs[0]
         for run in report.runs[1:]:
             console.print(
-                f"worker concurrency {run.concurrency} / {first.concurrency}: "
+                f"{run.label} / {first.label}: "
                 f"{run.rate.photos_per_s / first.rate.photos_per_s:.2f}x photos/s"
             )
 
@@ -363,6 +384,12 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--megapixels", type=float, default=12.0)
     parser.add_argument("--concurrency", default="1,3")
+    parser.add_argument(
+        "--device-batch-tiles",
+        type=int,
+        default=0,
+        help="also run each concurrency above 1 with passes merged across jobs up to N tiles",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="raw-limit repetitions")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument(
@@ -395,6 +422,7 @@ def main() -> None:
             photos=photos,
             megapixels=megapixels,
             concurrency=[int(n) for n in args.concurrency.split(",")],
+            device_batch_tiles=args.device_batch_tiles,
             device=device,
             repeat=args.repeat,
             peak=args.peak_tflops,

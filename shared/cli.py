@@ -8,6 +8,7 @@ Commands import the API or the worker lazily: ``darkroom serve`` never loads tor
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -162,6 +163,10 @@ def worker(
         return
     from workers.celery_app import app as celery_app
 
+    # The pool's size is the concurrency the worker's context reads (it merges passes across
+    # jobs only when it holds several), also when it came from --concurrency.
+    os.environ["DARKROOM_WORKER_CONCURRENCY"] = str(at_once)
+    get_settings.cache_clear()
     celery_app.worker_main(
         [
             "worker",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from shared import webhooks
 from shared.errors import BatchNotFound, Conflict, InvalidRequest, JobNotFound
-from shared.models import DEFAULT_TENANT, FINISHED, STAGES, Batch, Job, JobStatus, utcnow
+from shared.models import DEFAULT_TENANT, FINISHED, TIMINGS, Batch, Job, JobStatus, utcnow
 
 
 def create_job(
@@ -376,7 +376,7 @@ def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
 
 
 def _timing_values(timings: dict[str, float]) -> dict[str, float]:
-    return {f"{stage}_s": timings[stage] for stage in STAGES if stage in timings}
+    return {f"{name}_s": timings[name] for name in TIMINGS if name in timings}
 
 
 # --- batches ----------------------------------------------------------------------------------

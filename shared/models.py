@@ -65,6 +65,8 @@ _status_type = Enum(
 )
 
 STAGES = ("download", "decode", "restore", "encode", "upload")
+TIMINGS = (*STAGES, "device")
+"""What a job's timings record: each stage's seconds, and the device seconds charged to it."""
 
 DEFAULT_TENANT = "default"
 """Owner of everything when API keys are off (the embedded mode, a trusted network)."""
@@ -188,7 +190,11 @@ class Job(Base):
     restore_s: Mapped[float | None] = mapped_column(Float)
     encode_s: Mapped[float | None] = mapped_column(Float)
     upload_s: Mapped[float | None] = mapped_column(Float)
+    device_s: Mapped[float | None] = mapped_column(Float)
+    """Seconds the device worked for this job: its whole restore stage when it held the device
+    alone, its tiles' share of each forward pass when jobs share passes (``workers.batching``).
+    Summed over jobs, the device's busy time; ``restore_s`` then includes waiting for it."""
 
     @property
     def timings(self) -> dict[str, float | None]:
-        return {stage: getattr(self, f"{stage}_s") for stage in STAGES}
+        return {name: getattr(self, f"{name}_s") for name in TIMINGS}

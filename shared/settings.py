@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     model_cache_mb: int = 8192
     """Weights kept loaded per worker; least recently used models are dropped beyond this."""
     tile_batch_size: int = 4
-    """Tiles per forward pass."""
+    """Tiles per forward pass of one job."""
+    device_batch_tiles: int = Field(default=0, ge=0)
+    """Most tiles in one forward pass when a worker holding several jobs merges their tile
+    batches (same model, task and tile shape) into one pass (``workers.batching``); 0 or 1: no
+    merging, each job holds the device for its whole restore. Only used with
+    ``worker_concurrency`` above 1; a merged pass needs this many tiles' activations at once."""
     device: str = "auto"
     """``auto`` picks CUDA when available, else CPU."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -86,7 +91,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=1, ge=1)
     """Jobs a worker process holds at once. Above 1, `darkroom worker` uses Celery's threads
     pool: while one job is on the model, the others download, decode, encode and upload. One
-    restore runs at a time per process (one device); 1 keeps the solo pool."""
+    restore runs at a time per process (one device), or with ``device_batch_tiles`` one forward
+    pass at a time, shared by the tiles of the jobs restoring; 1 keeps the solo pool."""
 
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 100_000_000

@@ -26,12 +26,13 @@ from shared import jobs, logs
 from shared.db import session_factory
 from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled, TimeLimitExceeded
 from shared.model_store import ModelStore
-from shared.models import Job, JobStatus
+from shared.models import STAGES, Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
 from shared.tenants import object_prefix
 from workers import imaging
-from workers.restorers import RestorerCache
+from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner
+from workers.restorers import RestorerCache, pick_device
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -104,17 +105,25 @@ class WorkerContext:
     """Held by the one job whose restore runs now. A process drives one device, and a model
     runs fastest with the whole device to itself: with ``worker_concurrency`` above 1 the other
     jobs download, decode, encode and upload meanwhile, which keeps the device busy."""
+    batcher: DeviceBatcher | None = None
+    """Instead of ``device``, when set: jobs restore at the same time and each forward pass
+    waits its turn on this one device thread, sharing it with the other jobs' tiles of the
+    same shape (``device_batch_tiles``)."""
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
         storage = make_storage(settings)
         models = ModelStore(settings, storage)
+        merging = settings.worker_concurrency > 1 and settings.device_batch_tiles > 1
         return cls(
             settings=settings,
             sessions=session_factory(settings.database_url),
             storage=storage,
             models=models,
             restorers=RestorerCache(settings, models),
+            batcher=DeviceBatcher(pick_device(settings.device), settings.device_batch_tiles)
+            if merging
+            else None,
         )
 
 
@@ -174,13 +183,17 @@ class _Run:
             raise JobCancelled(f"job {self.job.id} cancelled")
 
     @contextmanager
-    def on_device(self) -> Iterator[None]:
+    def on_device(self) -> Iterator[DeviceRunner]:
         """Wait for the device (see ``WorkerContext.device``); a job cancelled or past its time
-        limit while it waits stops without taking it."""
+        limit while it waits stops without taking it. With ``WorkerContext.batcher`` the job
+        takes nothing here: each of its passes waits for the device, and stops the same way."""
+        if self.ctx.batcher is not None:
+            yield self.ctx.batcher.runner(self.check_stop, DEVICE_WAIT_CHECK_S)
+            return
         while not self.ctx.device.acquire(timeout=DEVICE_WAIT_CHECK_S):
             self.check_stop()
         try:
-            yield
+            yield DIRECT
         finally:
             self.ctx.device.release()
 
@@ -199,11 +212,16 @@ class _Run:
             )
         steps = ctx.models.chain(job.model, options.get("task"))
         restorers = [(ctx.restorers.get(entry), task) for entry, task in steps]
-        # The device is taken outside the stage, so "restore" times the model, not the wait.
-        with self.on_device(), self.stage("restore"):
+        # The device is taken outside the stage, so "restore" times the model, not the wait;
+        # with a batcher, "restore" includes waiting for passes that other jobs' tiles share.
+        with self.on_device() as runner, self.stage("restore"):
             pixels = decoded.pixels
             for restorer, task in restorers:  # one decode, one encode, whatever the chain
-                pixels = restorer.restore(pixels, self.check_stop, task)
+                pixels = restorer.restore(pixels, self.check_stop, task, runner)
+        # How long the device worked for this job: all of its restore when it held the device,
+        # else its share of the passes, so the sum over jobs is the device's busy time.
+        busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]
+        self.timings["device"] = busy
         with self.stage("encode"):
             encoded = imaging.encode(
                 decoded,
@@ -255,7 +273,8 @@ def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus | None:
         if not run.execute():
             log.warning("job %s was taken from this worker before it finished", job_id)
             return None
-        log.info("job %s succeeded in %.2fs", job_id, sum(run.timings.values()))
+        seconds = sum(run.timings.get(stage, 0.0) for stage in STAGES)
+        log.info("job %s succeeded in %.2fs", job_id, seconds)
         return JobStatus.succeeded
     except JobCancelled:
         write_through_outage(ctx, lambda session: jobs.mark_cancelled(session, job_id))

@@ -29,6 +29,7 @@ from shared.errors import ModelUnavailable
 from shared.model_store import ModelStore
 from shared.settings import Settings
 from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
+from workers.batching import DIRECT, DeviceRunner
 from workers.tiling import (
     SizeRequirements,
     TileConfig,
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 StopCheck = Callable[[], None]
 """Called between batches of tiles; raises ``JobCancelled`` to stop a cancelled job."""
 
-Forward = Callable[[torch.Tensor, str | None], torch.Tensor]
-"""``N x 3 x h x w`` in [0, 1] and a task name in, ``N x 3 x h*s x w*s`` out."""
+Forward = Callable[..., torch.Tensor]
+"""``N x 3 x h x w`` in [0, 1], a task name and any per-sample inputs (``N x ...``, see
+``TiledRestorer.per_photo``) in, ``N x 3 x h*s x w*s`` out."""
 
 
 class Restorer(Protocol):
@@ -51,9 +53,14 @@ class Restorer(Protocol):
     nbytes: int
 
     def restore(
-        self, pixels: np.ndarray, check_stop: StopCheck | None = None, task: str | None = None
+        self,
+        pixels: np.ndarray,
+        check_stop: StopCheck | None = None,
+        task: str | None = None,
+        runner: DeviceRunner = DIRECT,
     ) -> np.ndarray:
-        """H x W x 3 float32 RGB in [0, 1] in; H*s x W*s x 3 out (s: the task's scale)."""
+        """H x W x 3 float32 RGB in [0, 1] in; H*s x W*s x 3 out (s: the task's scale). The
+        work on the model goes through ``runner``: at once, or shared with other jobs."""
         ...
 
 
@@ -96,7 +103,7 @@ class TiledRestorer:
         scale_for: Callable[[str | None], int],
         tiles: TileConfig,
         nbytes: int,
-        prepare: Callable[[torch.Tensor], Forward] | None = None,
+        prepare: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
         accelerated: AcceleratedForward | None = None,
     ) -> None:
         self.name = name
@@ -110,23 +117,40 @@ class TiledRestorer:
         self.accelerated = accelerated
         """The model's fast path (``workers.acceleration``); None: it runs as written."""
 
+    def per_photo(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the model takes once per photo besides its tiles (the night model's exposure,
+        ``1 x ...`` each), from a pass over the whole of ``image`` (1 x 3 x H x W)."""
+        return self._prepare(image) if self._prepare else ()
+
     def forward_for(self, image: torch.Tensor) -> Forward:
         """What runs on each batch of tiles of ``image`` (1 x 3 x H x W, on the device): the
         model alone, after any whole-photo pass it needs (the night model's exposure). The
         throughput benchmark times it on tiles already on the device: the model's own limit.
         """
-        return self._prepare(image) if self._prepare else self._forward
+        extras = self.per_photo(image)
+        return lambda batch, task: self._forward(batch, task, *_per_sample(extras, batch))
 
     def restore(
-        self, pixels: np.ndarray, check_stop: StopCheck | None = None, task: str | None = None
+        self,
+        pixels: np.ndarray,
+        check_stop: StopCheck | None = None,
+        task: str | None = None,
+        runner: DeviceRunner = DIRECT,
     ) -> np.ndarray:
         height, width = pixels.shape[:2]
         image = to_device(pixels, self.device)
-        forward = self.forward_for(image)
+        extras = runner.alone(lambda: self.per_photo(image)) if self._prepare else ()
+
+        def forward(batch: torch.Tensor, *per_sample: torch.Tensor) -> torch.Tensor:
+            return self._forward(batch, task, *per_sample)
+
+        def model(batch: torch.Tensor) -> torch.Tensor:
+            # Equal keys share passes: the same loaded model, the same task.
+            return runner.forward((self, task), forward, batch, _per_sample(extras, batch))
 
         def run(config: TileConfig) -> torch.Tensor:
             return tiled_forward(
-                lambda batch: forward(batch, task),
+                model,
                 image,
                 scale=self._scale_for(task),
                 config=config,
@@ -166,6 +190,12 @@ class TiledRestorer:
         )
 
 
+def _per_sample(extras: tuple[torch.Tensor, ...], batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-photo inputs repeated for every tile of ``batch``, so they can travel with the tiles
+    when several photos' tiles share one pass."""
+    return tuple(extra.expand(batch.shape[0], *extra.shape[1:]) for extra in extras)
+
+
 def _own_model(entry: ModelEntry, path: Path) -> torch.nn.Module:
     if entry.architecture == "mirnet":
         from workers.archs.mirnet import load_mirnet
@@ -181,14 +211,14 @@ GAIN_PIECE_MIN = 256
 
 
 def _global_gain(
-    model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None, plain: Forward
-) -> Callable[[torch.Tensor], Forward]:
+    model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
     """The night model picks an exposure from the whole frame; tile by tile, every tile would
     pick its own. Estimate it once on the whole photo and give it to every tile."""
 
-    def prepare(image: torch.Tensor) -> Forward:
+    def prepare(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not entry.tile or max(image.shape[-2:]) <= entry.tile:
-            return plain  # one tile: the model already sees the whole photo
+            return ()  # one tile: the model already sees the whole photo
         # The gain head averages over positions, so sums over pieces of the photo add up to
         # the whole photo's; pieces of one tile keep memory bounded at full resolution.
         step = max(entry.tile, GAIN_PIECE_MIN)
@@ -201,13 +231,7 @@ def _global_gain(
                     )
                     sums = piece_sums if sums is None else sums + piece_sums
                     counts = piece_counts if counts is None else counts + piece_counts
-            log_gain = model.log_gain_from_stats(sums, counts)
-
-        def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
-            with autocast(dtype, batch.device):
-                return model(batch, log_gain.expand(batch.shape[0], -1))
-
-        return forward
+            return (model.log_gain_from_stats(sums, counts),)
 
     return prepare
 
@@ -238,9 +262,11 @@ def _build_restorer(
             accelerated = accelerate(model, device, choice, settings, name=entry.name)
             dtype = half_dtype(entry, device, settings.precision)
 
-            def forward(batch: torch.Tensor, task: str | None) -> torch.Tensor:
+            def forward(
+                batch: torch.Tensor, task: str | None, *per_sample: torch.Tensor
+            ) -> torch.Tensor:
                 with autocast(dtype, device):
-                    return model(batch)
+                    return model(batch, *per_sample)  # the night model's exposure, if given
 
             return TiledRestorer(
                 entry.name,
@@ -251,7 +277,7 @@ def _build_restorer(
                 scale_for=lambda task: 1,
                 tiles=tiles,
                 nbytes=_module_bytes(model),
-                prepare=_global_gain(model, entry, dtype, forward)
+                prepare=_global_gain(model, entry, dtype)
                 if entry.architecture == "nafnet-night"
                 else None,
                 accelerated=accelerated,

@@ -74,17 +74,27 @@ def test_throughput_compares_the_model_alone_with_the_whole_path(
         concurrency=[1, 2],
         device=torch.device("cpu"),
         repeat=1,
+        device_batch_tiles=8,
     )
 
     assert report.raw.photos_per_s > 0 and report.reference.photos_per_s > 0
     assert report.raw.tflops_per_s is not None and report.raw.tflops_per_s > 0
     assert report.peak_tflops is None  # a CPU has no entry in the peak table
-    assert [run.concurrency for run in report.runs] == [1, 2]
+    assert [(run.concurrency, run.device_batch_tiles) for run in report.runs] == [
+        (1, 0),
+        (2, 0),
+        (2, 8),
+    ]
     for run in report.runs:
         assert run.finished.counts == {"succeeded": 2}
         assert run.finished.attempts == 2
         assert run.rate.photos_per_s > 0 and 0 < run.model_busy <= 1
         assert run.gpu_utilisation is None  # CPU: not measurable, printed as n/a
+        restoring = run.finished.stages["restore"] * 2
+        if run.device_batch_tiles:  # the worker merged passes: charged its passes, not its wait
+            assert run.finished.device_s < restoring
+        else:  # each job held the device for its whole restore
+            assert run.finished.device_s == pytest.approx(restoring)
     # The recipe's output is 400 px on its shortest side whatever the photo: 528 x 400 here.
     assert report.reference_out_megapixels == pytest.approx(528 * 400 / 1e6)
     out = io.StringIO()

@@ -45,6 +45,8 @@ def test_migration_on_postgresql() -> None:
         _round_trip(url)
 
 
-@pytest.mark.parametrize("column", ["download_s", "decode_s", "restore_s", "encode_s", "upload_s"])
+@pytest.mark.parametrize(
+    "column", ["download_s", "decode_s", "restore_s", "encode_s", "upload_s", "device_s"]
+)
 def test_jobs_table_records_every_stage(column: str) -> None:
     assert column in Base.metadata.tables["jobs"].columns

@@ -106,7 +106,11 @@ class _ProbeRestorer:
         self.overlapped: bool | None = None
 
     def restore(
-        self, pixels: np.ndarray, check_stop: Callable[[], None] | None = None, task: Any = None
+        self,
+        pixels: np.ndarray,
+        check_stop: Callable[[], None] | None = None,
+        task: Any = None,
+        runner: Any = None,
     ) -> np.ndarray:
         with self._lock:
             self.active += 1
