@@ -27,8 +27,8 @@ What is relied on from spandrel 0.4.2 (checked against its source):
   published checkpoint) patches with a stride of ``patch_size / 4`` (12 px); the border strips
   and the bottom-right corner are run as their own patches; overlapping outputs are averaged
   after ``patch_size / 4`` px of each patch's margin is dropped. Patches run in batches of 64
-  (the reference's ``--crop_batch_size``). The chop handles one image at a time, so batches are
-  looped here.
+  (the reference's ``--crop_batch_size``). The chop handles one image at a time, so IPT's
+  batches are looped here; every other architecture takes a batch in one call.
 """
 
 from __future__ import annotations
@@ -204,15 +204,16 @@ class LoadedModel:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), precision:
-            outputs = [self._forward_one(image[None], head) for image in x]
+            if not self._is_ipt:
+                # One call for the whole batch: spandrel documents 1 x C x H x W, but its
+                # padding, call and crop work on any N, and the catalogue's architectures
+                # treat the samples independently (tests/workers/test_spandrel_models.py
+                # checks each). A batch of tiles then costs one pass, not N.
+                return self.descriptor(x).to(x.dtype)
+            outputs = [self._ipt_forward(image[None], head) for image in x]
         return torch.cat(outputs).to(x.dtype)
 
     __call__ = forward
-
-    def _forward_one(self, image: torch.Tensor, head: int) -> torch.Tensor:
-        if not self._is_ipt:
-            return self.descriptor(image)
-        return self._ipt_forward(image, head)
 
     def _ipt_forward(self, image: torch.Tensor, head: int) -> torch.Tensor:
         """The reference's inference for one IPT head: 0-255 input, 48-px overlapping patches."""

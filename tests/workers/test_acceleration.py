@@ -93,11 +93,10 @@ def _has_channels_last_weights(restorer: TiledRestorer) -> bool:
     ("model", "choice", "compiled_shapes"),
     [
         ("mirnet", "channels_last", []),
-        # MIRNet gets whole batches: the four full ones run compiled, the last (one tile) eager.
+        # Whole batches: the four full ones run compiled, the last (one tile) eager.
         ("mirnet", "compile+channels_last", [(BATCH, 3, TILE, TILE)] * 4),
         ("nafnet", "channels_last", []),
-        # Spandrel runs a batch image by image: all nine tiles have the warmed-up shape.
-        ("nafnet", "compile", [(1, 3, TILE, TILE)] * 9),
+        ("nafnet", "compile", [(BATCH, 3, TILE, TILE)] * 4),
     ],
 )
 def test_each_choice_restores_what_eager_restores(

@@ -22,7 +22,7 @@ from spandrel.architectures.NAFNet import NAFNet
 from spandrel.architectures.RetinexFormer import RetinexFormer
 from spandrel.architectures.SCUNet import SCUNet
 
-from shared.catalogue import ModelEntry
+from shared.catalogue import CATALOGUE, ModelEntry
 from shared.settings import Settings
 from workers.restorers import load_restorer
 from workers.spandrel_models import (
@@ -144,6 +144,31 @@ def test_single_task_round_trip(
     # A side that breaks the requirements is padded and cropped back.
     odd = _image(45, 70, seed=2)
     assert loaded.forward(odd, "restore").shape == odd.shape
+
+
+@pytest.mark.parametrize(
+    ("arch", "build", "filename", "wrap"),
+    [case[:4] for case in SINGLE_TASK],
+    ids=[case[0] for case in SINGLE_TASK],
+)
+def test_a_batch_runs_in_one_call_as_its_images_would_alone(
+    tmp_path: Path, arch: str, build: Callable[[], torch.nn.Module], filename: str, wrap: str | None
+) -> None:
+    """Tiles (of one photo, or of several jobs' photos in one pass) go to the model as one
+    batch; no sample may change another's output."""
+    loaded = load_spandrel(_save(_seeded(build).state_dict(), tmp_path / filename, wrap))
+    calls = []
+    loaded.descriptor.model.register_forward_hook(lambda *_: calls.append(1))
+    batch = _image(40, 72, batch=3, seed=5)
+    together = loaded.forward(batch)
+    assert len(calls) == 1
+    alone = torch.cat([loaded.forward(image[None]) for image in batch])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_every_catalogue_architecture_is_checked_for_batches() -> None:
+    single = {entry.architecture for entry in CATALOGUE.values() if entry.family == "spandrel"}
+    assert single <= {case[0] for case in SINGLE_TASK}
 
 
 def test_task_names_come_from_the_catalogue(tmp_path: Path) -> None:
