@@ -18,8 +18,9 @@ different exposures still share a pass.
 
 Thread safety:
 
-* One thread runs every pass, so the device runs one forward at a time; the oldest waiting
-  request always runs next, so a request nobody can share a pass with waits one pass at most.
+* One thread runs every pass, so the device runs one forward at a time. The oldest waiting
+  request always runs next; only requests sharing its pass overtake the ones between, so no
+  request waits behind more passes than there were older requests.
 * Each request is a :class:`concurrent.futures.Future`. A job waits on nothing but its own
   future, and the device thread on nothing but the queue: there is no cycle to deadlock on. A
   pass asking the device thread for another pass would wait on itself, so that raises instead.

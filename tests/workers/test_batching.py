@@ -44,6 +44,8 @@ WAIT_S = 30.0
 TOLERANCE = 1e-5
 """Merged against alone: the same arithmetic on a larger batch (float32 summation order)."""
 KEY = ("model", "task")
+SETTLE_S = 0.05
+"""A batch is counted just before its job submits it: microseconds, given this much margin."""
 
 
 class _Watch:
@@ -70,9 +72,12 @@ class _Watch:
 
     def pass_runs(self, tiles: int) -> None:
         with self._changed:
-            if not self.passes:
+            first = not self.passes
+            if first:
                 self._changed.wait_for(lambda: self.batches >= self.jobs, WAIT_S)
             self.passes.append(tiles)
+        if first:
+            time.sleep(SETTLE_S)  # the last batch handed over reaches the queue
 
 
 class _CountingRunner:
