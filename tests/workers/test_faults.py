@@ -128,8 +128,10 @@ def test_sigterm_lets_the_worker_finish_its_job_first(
 
 
 def _results(s3, bucket: str, job_id: uuid.UUID) -> list[str]:  # type: ignore[no-untyped-def]
-    listed = s3.list_objects_v2(Bucket=bucket)
-    return [o["Key"] for o in listed.get("Contents", []) if f"results/{job_id}/" in o["Key"]]
+    """Every page: the suite's output bucket outgrows one listing (1,000 keys)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return [key for key in keys if f"results/{job_id}/" in key]
 
 
 def test_duplicate_messages_and_redelivery_of_finished_jobs_run_each_job_once(
