@@ -53,6 +53,7 @@ from benchmarks.models import ModelPass
 from benchmarks.stack import Finished, Stack, local_stack, submit_batch, tiny_mirnet, wait_batch
 from shared.catalogue import CATALOGUE, ModelEntry
 from workers import imaging
+from workers.acceleration import to_device
 from workers.restorers import TiledRestorer, load_restorer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -93,9 +94,7 @@ def raw_model_limit(restorer: TiledRestorer, photo: bytes, repeat: int) -> Rate:
     pass, not timed, warms up and counts the FLOPs."""
     decoded = imaging.decode(photo, max_pixels=10**9)
     height, width = decoded.pixels.shape[:2]
-    chw = np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1), dtype=np.float32)
-    image = torch.from_numpy(chw)[None].to(restorer.device)
-    model = ModelPass(restorer, image)
+    model = ModelPass(restorer, to_device(decoded.pixels, restorer.device))
     flops = model.flops()
     seconds = model.seconds(repeat)
     return Rate(1 / seconds, height * width / 1e6 / seconds, flops / 1e12 / seconds)
