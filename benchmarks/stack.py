@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 from PIL import Image
 from sqlalchemy import func, select
@@ -91,31 +90,16 @@ def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator
         upgrade(database_url)
         moto, endpoint = services.start_moto(workdir / "moto.log")
         try:
-            suffix = uuid.uuid4().hex[:8]
             base = {
-                "DARKROOM_HOME": str(workdir / "home"),
-                "DARKROOM_DATABASE_URL": database_url,
-                "DARKROOM_EXECUTION": "celery",
-                "DARKROOM_BROKER_URL": broker_url,
-                "DARKROOM_QUEUE_PREFIX": f"darkroom-bench-{suffix}",
-                "DARKROOM_STORAGE_BACKEND": "s3",
-                "DARKROOM_S3_ENDPOINT_URL": endpoint,
-                "DARKROOM_S3_ACCESS_KEY_ID": "bench",
-                "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
-                "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
-                "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
+                **services.darkroom_env(
+                    workdir / "home", database_url, broker_url, endpoint, "darkroom-bench"
+                ),
                 **({"DARKROOM_MODEL_DIR": str(model_dir)} if model_dir else {}),
                 **env,
             }
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="bench",
-                aws_secret_access_key="bench",
+            s3 = services.s3_client(
+                endpoint, [base["DARKROOM_INPUT_BUCKET"], base["DARKROOM_OUTPUT_BUCKET"]]
             )
-            for bucket in (base["DARKROOM_INPUT_BUCKET"], base["DARKROOM_OUTPUT_BUCKET"]):
-                s3.create_bucket(Bucket=bucket)
             yield Stack(base, s3, workdir)
         finally:
             services.stop(moto)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import io
 import os
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -85,19 +83,10 @@ def model_dir(tmp_session: Path) -> Path:
 def service_env(
     postgres_url: str, redis_url: str, s3_endpoint: str, model_dir: Path, tmp_session: Path
 ) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
     env = {
-        "DARKROOM_HOME": str(tmp_session / "home"),
-        "DARKROOM_DATABASE_URL": postgres_url,
-        "DARKROOM_EXECUTION": "celery",
-        "DARKROOM_BROKER_URL": redis_url,
-        "DARKROOM_QUEUE_PREFIX": f"darkroom-test-{suffix}",
-        "DARKROOM_STORAGE_BACKEND": "s3",
-        "DARKROOM_S3_ENDPOINT_URL": s3_endpoint,
-        "DARKROOM_S3_ACCESS_KEY_ID": "testing",
-        "DARKROOM_S3_SECRET_ACCESS_KEY": "testing",
-        "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
-        "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
+        **services.darkroom_env(
+            tmp_session / "home", postgres_url, redis_url, s3_endpoint, "darkroom-test"
+        ),
         "DARKROOM_MODEL_DIR": str(model_dir),
         "DARKROOM_RETRY_BACKOFF_S": "0.2",
         "DARKROOM_DEVICE": "cpu",
@@ -122,16 +111,10 @@ def settings(service_env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="session")
 def s3(settings: Settings):  # type: ignore[no-untyped-def]
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+    assert settings.s3_endpoint_url is not None
+    return services.s3_client(
+        settings.s3_endpoint_url, [settings.input_bucket, settings.output_bucket]
     )
-    for bucket in (settings.input_bucket, settings.output_bucket):
-        client.create_bucket(Bucket=bucket)
-    return client
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +22,47 @@ from sqlalchemy import create_engine, text
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+S3_KEY = "testing"
+"""Access key and secret for the moto endpoint (moto accepts any)."""
+
+
+def darkroom_env(
+    home: Path, database_url: str, broker_url: str, s3_endpoint: str, queue_prefix: str
+) -> dict[str, str]:
+    """The settings that point Darkroom, and the workers started with them, at one set of real
+    services: a database, a broker under a fresh queue prefix, the S3 endpoint with fresh
+    buckets (create them with :func:`s3_client`)."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "DARKROOM_HOME": str(home),
+        "DARKROOM_DATABASE_URL": database_url,
+        "DARKROOM_EXECUTION": "celery",
+        "DARKROOM_BROKER_URL": broker_url,
+        "DARKROOM_QUEUE_PREFIX": f"{queue_prefix}-{suffix}",
+        "DARKROOM_STORAGE_BACKEND": "s3",
+        "DARKROOM_S3_ENDPOINT_URL": s3_endpoint,
+        "DARKROOM_S3_ACCESS_KEY_ID": S3_KEY,
+        "DARKROOM_S3_SECRET_ACCESS_KEY": S3_KEY,
+        "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
+        "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
+    }
+
+
+def s3_client(endpoint: str, buckets: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+    """A boto3 client on the moto ``endpoint`` with :data:`S3_KEY`, after creating
+    ``buckets``."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_KEY,
+    )
+    for bucket in buckets:
+        client.create_bucket(Bucket=bucket)
+    return client
 
 
 @contextmanager
