@@ -8,13 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from shared.db import session_factory
-from shared.model_store import ModelStore
-from shared.quotas import SubmissionLimiter
-from shared.service import Dispatcher
-from shared.settings import Settings
+from shared.catalogue import ModelStore
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.queue import Dispatcher
 from shared.storage import Storage
-from shared.tenants import OPERATOR, Caller, authenticate
+from shared.tenants import OPERATOR, Caller, SubmissionLimiter, authenticate
 
 
 def get_app_settings(request: Request) -> Settings:

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
-from shared.broker import queue_depths
+from shared import jobs, webhooks
 from shared.catalogue import CATALOGUE
-from shared.db import session_factory
-from shared.models import Job, JobStatus, WebhookDelivery
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import JobStatus
+from shared.queue import queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +30,18 @@ class DarkroomCollector(Collector):
         self._settings = settings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs = GaugeMetricFamily("darkroom_jobs", "Jobs in each status.", labels=["status"])
+        per_status = GaugeMetricFamily("darkroom_jobs", "Jobs in each status.", labels=["status"])
         hooks = GaugeMetricFamily(
             "darkroom_webhook_deliveries", "Webhook events in each state.", labels=["status"]
         )
         with session_factory(self._settings.database_url)() as session:
-            counts = dict(
-                session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-            )
-            deliveries = dict(
-                session.execute(
-                    select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
-                ).all()
-            )
+            counts = jobs.status_counts(session)
+            deliveries = webhooks.delivery_counts(session)
         for status in JobStatus:
-            jobs.add_metric([status.value], counts.get(status, 0))
+            per_status.add_metric([status.value], counts.get(status, 0))
         for state in ("pending", "delivered", "failed"):
             hooks.add_metric([state], deliveries.get(state, 0))
-        yield jobs
+        yield per_status
         yield hooks
         if self._settings.execution != "celery":
             return

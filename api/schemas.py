@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.catalogue import DEFAULT_MODEL, ModelEntry
+from shared.db.tables import Job, JobStatus
 from shared.jobs import BatchSummary
-from shared.models import Job, JobStatus
-from shared.options import JobOptions
+from shared.jobs.options import JobOptions
 
 
 class JobCreate(BaseModel):

@@ -37,8 +37,8 @@ from rich.table import Table
 
 from benchmarks.flops import peak_tflops, share_of_peak
 from benchmarks.models import ModelPass, checkpoint
-from shared.catalogue import ACCELERATIONS, CATALOGUE, Acceleration, ModelEntry
-from shared.settings import Settings
+from shared.catalogue import CATALOGUE, ModelEntry
+from shared.config import ACCELERATIONS, Acceleration, Settings
 from workers.restorers import TiledRestorer, half_dtype, load_restorer
 from workers.tiling import full_batches_shape
 

@@ -24,9 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.flops import count_flops
-from shared.catalogue import CATALOGUE, ModelEntry
-from shared.model_store import BUNDLED_WEIGHTS
-from shared.settings import Settings
+from shared.catalogue import BUNDLED_WEIGHTS, CATALOGUE, ModelEntry
+from shared.config import Settings
 from workers.restorers import TiledRestorer, load_restorer
 from workers.tiling import tiled_forward
 

@@ -50,11 +50,10 @@ from benchmarks.stack import (
     wait_batch,
 )
 from shared.catalogue import CATALOGUE
+from shared.config import Settings
+from shared.db.tables import FINISHED, STAGES, Job, JobStatus
 from shared.jobs import create_batch
-from shared.models import FINISHED, STAGES, Job, JobStatus
-from shared.queue import make_celery
-from shared.service import Dispatcher
-from shared.settings import Settings
+from shared.queue import Dispatcher, make_celery
 from tests.conftest import settings_from_env
 from workers.pipeline import WorkerContext, run_job
 

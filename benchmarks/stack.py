@@ -24,9 +24,9 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import session_factory
-from shared.models import FINISHED, STAGES, Job, JobStatus
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import FINISHED, STAGES, Job, JobStatus
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import settings_from_env
@@ -83,7 +83,7 @@ class Stack:
 def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator[Stack]:
     """A fresh PostgreSQL database and a ``moto_server`` (dropped and stopped afterwards), a
     fresh queue prefix on ``broker_url`` and fresh buckets."""
-    from shared.migrate import upgrade
+    from shared.db.migrate import upgrade
 
     workdir = Path(tempfile.mkdtemp(prefix="darkroom-bench-"))
     with services.scratch_database("darkroom_bench") as database_url:

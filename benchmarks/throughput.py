@@ -260,7 +260,7 @@ def run(
     device_batch_tiles: int = 0,
 ) -> Report:
     from api.app import create_app
-    from shared.model_store import BUNDLED_WEIGHTS
+    from shared.catalogue import BUNDLED_WEIGHTS
 
     entry = CATALOGUE[model]
     path = (model_dir / entry.weights_file) if model_dir else BUNDLED_WEIGHTS / entry.weights_file

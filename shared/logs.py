@@ -16,7 +16,7 @@ from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
 
-from shared.settings import Settings
+from shared.config import Settings
 
 _job_id: ContextVar[str | None] = ContextVar("darkroom_job_id", default=None)
 

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from shared.migrate import upgrade
-from shared.models import FINISHED, JobStatus
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.migrate import upgrade
+from shared.db.tables import FINISHED, JobStatus
 from tests import services
 
 # Concurrent local runs (several developers or agents on one machine) pick different numbers.

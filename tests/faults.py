@@ -38,10 +38,11 @@ from sqlalchemy import func
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import service
-from shared.db import session_factory
-from shared.model_store import ModelStore
-from shared.models import FINISHED, Job, JobStatus
+from shared import jobs
+from shared.catalogue import ModelStore
+from shared.db.engine import session_factory
+from shared.db.tables import FINISHED, Job, JobStatus
+from shared.queue import make_dispatcher
 from shared.storage import make_storage
 from tests.conftest import settings_from_env
 
@@ -239,13 +240,13 @@ def submit_photos(
 ) -> list[uuid.UUID]:
     """Upload each photo and submit it as a job (model ``mirnet-lol``), as the API would."""
     settings = settings_from_env(env)
-    dispatcher = service.make_dispatcher(settings)
+    dispatcher = make_dispatcher(settings)
     models = ModelStore(settings, make_storage(settings))
     ids = []
     with session_factory(settings.database_url)() as session:
         for key, data in keys_and_images:
             s3.put_object(Bucket=settings.input_bucket, Key=key, Body=data)
-            job, _ = service.submit_job(
+            job, _ = jobs.submit_job(
                 session, settings, dispatcher, models, model="mirnet-lol", input_key=key
             )
             ids.append(job.id)

@@ -69,7 +69,7 @@ def s3_client(endpoint: str, buckets: Sequence[str] = ()):  # type: ignore[no-un
 def scratch_database(prefix: str) -> Iterator[str]:
     """A new, empty database on the machine's PostgreSQL, dropped (connections and all) on
     exit: each test session, migration test and benchmark gets its own."""
-    from shared.db import session_factory
+    from shared.db.engine import session_factory
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"

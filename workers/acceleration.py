@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.catalogue import Acceleration, ModelEntry
-from shared.settings import Settings
+from shared.catalogue import ModelEntry
+from shared.config import Acceleration, Settings
 
 __all__ = [
     "AcceleratedForward",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery.signals import setup_logging
 
 from shared import logs
+from shared.config import get_settings
 from shared.queue import get_celery
-from shared.settings import get_settings
 from workers import tasks  # noqa: F401  (registers the tasks on the app)
 
 app = get_celery()

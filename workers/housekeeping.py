@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 
-from shared import retention, webhooks
+from shared import jobs, webhooks
+from shared.jobs import retention
 from workers.pipeline import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def run_once(ctx: WorkerContext, *, sweep: bool, cleanup: bool) -> None:
     webhooks.deliver_due(ctx.sessions, ctx.settings)
     if sweep:
         with ctx.sessions.begin() as session:
-            webhooks.sweep_batches(session)
+            jobs.sweep_batches(session)
     if cleanup:  # page by page until nothing is due: a 10,000-photo batch expires at once
         while retention.cleanup_once(ctx.sessions, ctx.storage, ctx.settings):
             pass

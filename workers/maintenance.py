@@ -17,9 +17,8 @@ import uuid
 from redis.exceptions import RedisError
 
 from shared import jobs
-from shared.broker import job_ids_in_broker
 from shared.errors import DarkroomError
-from shared.service import Dispatcher
+from shared.queue import Dispatcher, job_ids_in_broker
 from workers.pipeline import WorkerContext
 
 log = logging.getLogger(__name__)

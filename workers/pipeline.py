@@ -8,7 +8,6 @@ storage or database error puts the job back to ``queued`` and asks the caller to
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import threading
 import time
@@ -16,20 +15,26 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import TypeVar
 
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs, logs
-from shared.db import session_factory
-from shared.errors import DarkroomError, DatabaseUnavailable, JobCancelled, TimeLimitExceeded
-from shared.model_store import ModelStore
-from shared.models import STAGES, Job, JobStatus
-from shared.settings import Settings
+from shared.backoff import backoff_delay
+from shared.catalogue import ModelStore
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import STAGES, Job, JobStatus
+from shared.errors import (
+    DarkroomError,
+    DatabaseUnavailable,
+    ErrorCode,
+    JobCancelled,
+    RetryLater,
+    TimeLimitExceeded,
+)
 from shared.storage import Storage, make_storage
-from shared.tenants import object_prefix
+from shared.storage.keys import result_key
 from workers import imaging
 from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner
 from workers.restorers import RestorerCache, pick_device
@@ -42,15 +47,6 @@ REPORT_EVERY_S = 0.5
 
 # Share of the job done when each stage ends; restoring dominates.
 _PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "encode": 0.95}
-
-
-class RetryLater(Exception):
-    """The job was put back to ``queued``; run it again after ``countdown`` seconds."""
-
-    def __init__(self, countdown: float, cause: DarkroomError) -> None:
-        super().__init__(f"retry in {countdown:.1f}s: {cause.message}")
-        self.countdown = countdown
-        self.cause = cause
 
 
 DEVICE_WAIT_CHECK_S = 1.0
@@ -129,14 +125,14 @@ class WorkerContext:
 
 def output_key(job: Job, extension: str) -> str:
     """Deterministic, so a redelivered job overwrites its own result instead of adding one."""
-    stem = PurePosixPath(job.input_key).stem or "image"
-    return f"{object_prefix(job.tenant_id)}results/{job.id}/{stem}{extension}"
+    return result_key(job.tenant_id, job.id, job.input_key, extension)
 
 
 def backoff(settings: Settings, attempt: int) -> float:
-    """Exponential backoff with full jitter, so retries of many jobs don't arrive together."""
-    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** max(attempt - 1, 0))
-    return random.uniform(ceiling / 2, ceiling)
+    """A job's wait before its ``attempt``-th retry (see ``shared.backoff``)."""
+    return backoff_delay(
+        settings.retry_backoff_s, attempt, factor=2, ceiling_s=settings.retry_backoff_max_s
+    )
 
 
 class _Run:
@@ -255,8 +251,8 @@ def run_job(job_id: uuid.UUID, ctx: WorkerContext, retries: int = 0) -> JobStatu
             if job is None:
                 log.info("job %s is not queued any more; skipping this delivery", job_id)
                 return None
-    except OperationalError as exc:
-        raise RetryLater(backoff(ctx.settings, retries + 1), DatabaseUnavailable(str(exc))) from exc
+    except DatabaseUnavailable as exc:
+        raise RetryLater(backoff(ctx.settings, retries + 1), exc) from exc
 
     run = _Run(ctx, job)
     ctx.running.add(job_id)
@@ -280,8 +276,6 @@ def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus | None:
         write_through_outage(ctx, lambda session: jobs.mark_cancelled(session, job_id))
         log.info("job %s cancelled while running", job_id)
         return JobStatus.cancelled
-    except OperationalError as exc:
-        return _transient(ctx, job, DatabaseUnavailable(f"database error: {exc.orig}"), run)
     except DarkroomError as exc:
         if exc.retryable:
             return _transient(ctx, job, exc, run)
@@ -289,7 +283,8 @@ def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus | None:
         return JobStatus.failed
     except Exception as exc:  # a bug or an unexpected library error fails only this job
         log.exception("job %s failed unexpectedly", job_id)
-        _fail(ctx, job_id, "internal_error", f"{type(exc).__name__}: {exc}", run.timings)
+        message = f"{type(exc).__name__}: {exc}"
+        _fail(ctx, job_id, ErrorCode.internal_error, message, run.timings)
         return JobStatus.failed
 
 
@@ -333,13 +328,13 @@ def write_through_outage(ctx: WorkerContext, write: Callable[[Session], _T]) -> 
         try:
             with ctx.sessions.begin() as session:
                 return write(session)
-        except OperationalError as exc:
+        except DatabaseUnavailable as exc:
             left = deadline - time.monotonic()
             if left <= 0:
                 log.error("database still unavailable after %d tries; giving up: %s", attempt, exc)
                 raise
             delay = min(backoff(ctx.settings, attempt), left)
-            log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, delay)
+            log.warning("%s; retrying in %.1fs", exc.message, delay)
             time.sleep(delay)
 
 

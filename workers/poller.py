@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import select
-
-from shared.models import Job, JobStatus
-from shared.service import NoDispatch
-from shared.settings import Settings
+from shared import jobs
+from shared.config import Settings
+from shared.errors import RetryLater
+from shared.queue import NoDispatch
 from workers import housekeeping, maintenance
-from workers.pipeline import RetryLater, WorkerContext, run_job
+from workers.pipeline import WorkerContext, run_job
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +22,7 @@ log = logging.getLogger(__name__)
 def poll_once(ctx: WorkerContext, limit: int = 20) -> int:
     """Run up to ``limit`` queued jobs, oldest first; returns how many this call ran."""
     with ctx.sessions() as session:
-        job_ids = list(
-            session.scalars(
-                select(Job.id)
-                .where(Job.status == JobStatus.queued)
-                .order_by(Job.created_at)
-                .limit(limit)
-            )
-        )
+        job_ids = jobs.queued_ids(session, limit)
     ran = 0
     for job_id in job_ids:
         try:

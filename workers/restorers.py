@@ -24,10 +24,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from shared.catalogue import OWN_ARCHITECTURES, ModelEntry
+from shared.catalogue import OWN_ARCHITECTURES, ModelEntry, ModelStore
+from shared.config import Settings
 from shared.errors import ModelUnavailable
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
 from workers.batching import DIRECT, DeviceRunner
 from workers.tiling import (

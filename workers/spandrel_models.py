@@ -47,6 +47,8 @@ from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 from spandrel.architectures.IPT import IPT
 from spandrel.architectures.IPT.__arch.model import Model as IPTPatchRunner
 
+from shared.errors import UnsupportedCheckpoint
+
 __all__ = [
     "IPT_PRETRAIN_SCALES",
     "IPT_PRETRAIN_TASKS",
@@ -78,14 +80,6 @@ six queries). A checkpoint with another layout can be named with ``load_spandrel
 """
 
 _SR_TASK = re.compile(r"sr-x(\d+)")
-
-
-class UnsupportedCheckpoint(ValueError):
-    """Raised for a file that is not an image-to-image checkpoint spandrel can load.
-
-    The message starts with the file name and ``is not a checkpoint spandrel recognises`` and
-    says why in brackets, so the CLI can print it as it is.
-    """
 
 
 def autocast_dtype(

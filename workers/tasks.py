@@ -10,11 +10,11 @@ from celery import Task
 from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import worker_process_init, worker_ready
 
-from shared.queue import RESTORE_TASK, get_celery
-from shared.service import make_dispatcher
-from shared.settings import get_settings
+from shared.config import get_settings
+from shared.errors import RetryLater
+from shared.queue import RESTORE_TASK, get_celery, make_dispatcher
 from workers import housekeeping, maintenance
-from workers.pipeline import RetryLater, WorkerContext, run_job
+from workers.pipeline import WorkerContext, run_job
 
 log = logging.getLogger(__name__)
 app = get_celery()

@@ -16,7 +16,7 @@ from api.deps import (
     SubmitterDep,
 )
 from api.schemas import BatchCreate, BatchOut
-from shared import jobs, service
+from shared import jobs
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -32,7 +32,7 @@ def create_batch(
     models: ModelsDep,
     caller: SubmitterDep,
 ) -> BatchOut:
-    batch = service.submit_batch(
+    batch = jobs.submit_batch(
         session,
         settings,
         dispatcher,

@@ -19,12 +19,13 @@ from api.deps import (
     SubmitterDep,
 )
 from api.schemas import JobCreate, JobOut, JobPage
-from shared import jobs, service
+from shared import jobs
+from shared.catalogue import ModelStore
+from shared.config import Settings
+from shared.db.tables import Job, JobStatus
 from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.model_store import ModelStore
-from shared.models import Job, JobStatus
-from shared.settings import Settings
 from shared.storage import Storage
+from shared.storage.keys import upload_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -51,7 +52,7 @@ _JOB_BODY = {
 
 
 def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
-    link = service.result_link(settings, storage, job)
+    link = jobs.result_link(settings, storage, job)
     return JobOut.from_job(
         job, result_url=link.url if link else None, expires=link.expires_in_s if link else None
     )
@@ -72,7 +73,7 @@ async def _read_job_request(
             raise PayloadTooLarge(
                 f"uploads over {settings.max_upload_bytes} bytes must use POST /v1/uploads"
             )
-        key = service.upload_key(upload.filename or "upload", tenant_id)
+        key = upload_key(upload.filename or "upload", tenant_id)
         try:
             options = json.loads(str(form.get("options") or "{}"))
             body = JobCreate.model_validate(
@@ -122,7 +123,7 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
     body = await _read_job_request(request, settings, storage, models, caller.tenant_id)
-    job, created = service.submit_job(
+    job, created = jobs.submit_job(
         session,
         settings,
         dispatcher,
@@ -185,4 +186,4 @@ def cancel_job(
     caller: CallerDep,
 ) -> JobOut:
     """Cancel a queued job at once, or ask the worker running it to stop."""
-    return job_out(service.cancel_job(session, job_id, caller.tenant_id), settings, storage)
+    return job_out(jobs.cancel_job(session, job_id, caller.tenant_id), settings, storage)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from api.deps import CallerDep, SettingsDep, StorageDep
 from api.schemas import UploadCreate, UploadOut
-from shared import service
+from shared.storage.keys import upload_key
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 def create_upload(
     body: UploadCreate, settings: SettingsDep, storage: StorageDep, caller: CallerDep
 ) -> UploadOut:
-    key = service.upload_key(body.filename, caller.tenant_id)
+    key = upload_key(body.filename, caller.tenant_id)
     bucket = settings.input_bucket
     url = storage.presign_put(bucket, key, settings.presign_expiry_s, body.content_type)
     headers = {"Content-Type": body.content_type} if body.content_type else {}

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from shared.settings import Settings
+from shared.config import Settings
 from tests.services import REPO
 
 

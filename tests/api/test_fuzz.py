@@ -25,9 +25,9 @@ from schemathesis.checks import positive_data_acceptance
 
 from api.app import create_app
 from shared import tenants
-from shared.db import session_scope
-from shared.migrate import upgrade
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_scope
+from shared.db.migrate import upgrade
 
 MAX_EXAMPLES = 100
 

@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from shared import service
-from shared.models import JobStatus
-from shared.settings import Settings
+from shared import jobs
+from shared.config import Settings
+from shared.db.tables import JobStatus
+from shared.queue import make_dispatcher
 from tests.conftest import jpeg_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("worker")]
@@ -131,10 +132,10 @@ def test_cancelling_a_queued_job_stops_it_before_it_runs(
         def check(self) -> None:
             return None
 
-    from shared.db import session_factory
+    from shared.db.engine import session_factory
 
     with session_factory(settings.database_url)() as session:
-        job, _ = service.submit_job(
+        job, _ = jobs.submit_job(
             session,
             settings,
             Hold(),
@@ -147,7 +148,7 @@ def test_cancelling_a_queued_job_stops_it_before_it_runs(
     assert response.json()["status"] == "cancelled"
 
     # The message arrives late: the worker must leave the cancelled job alone.
-    service.make_dispatcher(settings).dispatch(held)
+    make_dispatcher(settings).dispatch(held)
     s3.put_object(Bucket=settings.input_bucket, Key="after.jpg", Body=jpeg_bytes())
     after = client.post("/v1/jobs", json={"input_key": "after.jpg", "model": "mirnet-lol"}).json()
     assert wait_job(after["id"])["status"] == "succeeded"  # the worker went past the message

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from shared.settings import Settings
+from shared.config import Settings
 from tests.conftest import jpeg_bytes
 
 

@@ -13,9 +13,9 @@ from sqlalchemy import select, text
 
 from api.app import create_app
 from shared import tenants
-from shared.db import session_factory, session_scope
-from shared.models import ApiKey, JobStatus
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_factory, session_scope
+from shared.db.tables import ApiKey, JobStatus
 from tests.conftest import jpeg_bytes
 
 

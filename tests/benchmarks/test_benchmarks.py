@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from benchmarks import acceleration, queue_overhead, throughput
 from benchmarks.flops import count_flops
 from benchmarks.stack import Stack, tiny_nafnet
-from shared.models import Job, JobStatus
+from shared.db.tables import Job, JobStatus
 from workers.archs.mirnet import load_mirnet
 
 pytestmark = pytest.mark.e2e

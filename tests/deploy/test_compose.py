@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from shared.catalogue import CATALOGUE
 from shared.cli import app as cli_app
-from shared.settings import Settings, get_settings
+from shared.config import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -214,7 +214,7 @@ def test_darkroom_variables_are_settings_fields(name: str) -> None:
         if key[len(PREFIX) :].split("__")[0].lower() not in Settings.model_fields
     ]
     # Settings ignores unknown variables (extra="ignore"), so a typo would pass silently.
-    assert not unknown, f"{name}: not fields of shared.settings.Settings: {unknown}"
+    assert not unknown, f"{name}: not fields of shared.config.Settings: {unknown}"
 
 
 @pytest.mark.parametrize("name", DARKROOM_SERVICES)
@@ -347,11 +347,11 @@ def test_api_serves_on_its_published_port(service_env, monkeypatch) -> None:  # 
 
 
 def test_migrate_upgrades_the_shared_database(service_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import shared.migrate
+    import shared.db.migrate
 
     service_env("migrate")
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(shared.migrate, "upgrade", lambda *args: calls.append(args))
+    monkeypatch.setattr(shared.db.migrate, "upgrade", lambda *args: calls.append(args))
     result = CliRunner().invoke(cli_app, command_of("migrate")[1:])
     assert result.exit_code == 0, result.output
     assert calls and calls[0][0] == SHARED_ENV["DARKROOM_DATABASE_URL"]
@@ -502,7 +502,7 @@ def test_api_image_installs_the_api_extra_without_torch() -> None:
 
 def test_api_commands_do_not_import_torch() -> None:
     """The API image has no torch: serving and migrating must not import it."""
-    code = "import sys, api.app, shared.cli, shared.migrate; print('torch' in sys.modules)"
+    code = "import sys, api.app, shared.cli, shared.db.migrate; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -8,9 +8,14 @@ import uuid
 
 import redis
 
-from shared.broker import UNACKED_INDEX_KEY, UNACKED_KEY, job_ids_in_broker
-from shared.queue import enqueue_restore, make_celery
-from shared.settings import Settings
+from shared.config import Settings
+from shared.queue import (
+    UNACKED_INDEX_KEY,
+    UNACKED_KEY,
+    enqueue_restore,
+    job_ids_in_broker,
+    make_celery,
+)
 
 
 def test_job_ids_in_queues_and_in_flight_are_found(redis_url: str) -> None:

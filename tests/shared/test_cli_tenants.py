@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from shared.settings import Settings
+from shared.config import Settings
 from tests.shared.test_cli import darkroom
 
 

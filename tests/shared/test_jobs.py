@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from shared import jobs
-from shared.db import session_factory
-from shared.models import Job, JobStatus, utcnow
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import Job, JobStatus, utcnow
 
 
 def _running_job(settings: Settings, *, silent_for_s: float, attempts: int) -> uuid.UUID:

@@ -10,14 +10,14 @@ import sys
 from fastapi.testclient import TestClient
 
 from shared import logs
-from shared.settings import Settings
+from shared.config import Settings
 
 
 def test_json_lines_carry_the_job_id(settings: Settings) -> None:
     script = (
         "import logging\n"
         "from shared import logs\n"
-        "from shared.settings import Settings\n"
+        "from shared.config import Settings\n"
         "logs.configure(Settings(log_format='json'))\n"
         "with logs.job_context('3f0c'):\n"
         "    logging.getLogger('workers.pipeline').warning('job %s failed', '3f0c')\n"
@@ -36,7 +36,7 @@ def test_json_lines_carry_the_job_id(settings: Settings) -> None:
 def test_a_request_with_an_api_key_logs_no_secret(settings: Settings, s3, caplog) -> None:  # type: ignore[no-untyped-def]
     from api.app import create_app
     from shared import tenants
-    from shared.db import session_scope
+    from shared.db.engine import session_scope
 
     auth = settings.model_copy(update={"auth": "api_key"})
     with session_scope(settings.database_url) as session:

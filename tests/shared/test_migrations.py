@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from shared.migrate import downgrade, upgrade
-from shared.models import Base
+from shared.db.migrate import downgrade, upgrade
+from shared.db.tables import Base
 from tests.services import scratch_database
 
 

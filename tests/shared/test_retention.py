@@ -7,11 +7,13 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from shared import jobs, retention, service
-from shared.db import session_factory
-from shared.models import Job, utcnow
-from shared.settings import Settings
+from shared import jobs
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import Job, utcnow
+from shared.jobs import retention
 from shared.storage import make_storage
+from shared.storage.keys import upload_key
 
 
 def _finished_job(settings: Settings, s3, input_key: str, age_days: float) -> Job:  # type: ignore[no-untyped-def]
@@ -50,10 +52,10 @@ def test_cleanup_deletes_old_results_and_uploads_only(
     settings: Settings, s3, client: TestClient
 ) -> None:  # type: ignore[no-untyped-def]
     keep_days = settings.model_copy(update={"result_retention_days": 7})
-    upload_key = service.upload_key("old.jpg")
-    old_upload = _finished_job(settings, s3, upload_key, age_days=8)
+    uploaded_key = upload_key("old.jpg")
+    old_upload = _finished_job(settings, s3, uploaded_key, age_days=8)
     old_own = _finished_job(settings, s3, "archive/1999/old.jpg", age_days=8)
-    recent = _finished_job(settings, s3, service.upload_key("new.jpg"), age_days=1)
+    recent = _finished_job(settings, s3, upload_key("new.jpg"), age_days=1)
 
     sessions = session_factory(settings.database_url)
     storage = make_storage(settings)
@@ -65,7 +67,7 @@ def test_cleanup_deletes_old_results_and_uploads_only(
     assert not _exists(s3, out, old_upload.output_key)
     assert not _exists(s3, out, old_own.output_key)
     assert _exists(s3, out, recent.output_key)
-    assert not _exists(s3, settings.input_bucket, upload_key)  # Darkroom's upload: gone
+    assert not _exists(s3, settings.input_bucket, uploaded_key)  # Darkroom's upload: gone
     assert _exists(s3, settings.input_bucket, "archive/1999/old.jpg")  # the owner's photo: kept
     assert _exists(s3, settings.input_bucket, recent.input_key)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.config import Settings
 from shared.errors import InputNotFound, InvalidRequest, StorageError
-from shared.settings import Settings
 from shared.storage import LocalStorage, S3Storage, Storage, make_storage
 
 

@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from shared import jobs, webhooks
-from shared.db import session_factory
-from shared.models import WebhookDelivery
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import WebhookDelivery
+from shared.errors import InvalidWebhook
 from tests.conftest import jpeg_bytes
 from tests.webhook_receiver import Receiver, webhook_receiver
 
@@ -37,7 +38,7 @@ def _strict(settings: Settings) -> Settings:
     ],
 )
 def test_targets_that_reach_inside_are_refused(settings: Settings, url: str) -> None:
-    with pytest.raises(webhooks.InvalidWebhook):
+    with pytest.raises(InvalidWebhook):
         webhooks.validate_target(url, _strict(settings))
 
 
@@ -164,8 +165,8 @@ def test_a_batch_is_finished_once_however_often_it_is_checked(
     with sessions.begin() as session:
         assert jobs.get_batch(session, batch_id).finished_at is not None
         finished_at = jobs.get_batch(session, batch_id).finished_at
-        assert not webhooks.finish_batch_if_done(session, batch_id)
-        webhooks.sweep_batches(session)
+        assert not jobs.finish_batch_if_done(session, batch_id)
+        jobs.sweep_batches(session)
         assert jobs.get_batch(session, batch_id).finished_at == finished_at
 
 
@@ -175,7 +176,9 @@ def test_a_delivery_that_keeps_failing_is_given_up(settings: Settings) -> None:
     with webhook_receiver() as receiver:
         receiver.statuses = [500] * 10
         with sessions.begin() as session:
-            webhooks._queue(session, "default", f"{receiver.url}/gone", "job.failed", {"id": "x"})
+            webhooks.queue_event(
+                session, "default", f"{receiver.url}/gone", "job.failed", {"id": "x"}
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             [delivery] = _deliveries(settings, receiver.url)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from spandrel.architectures.NAFNet import NAFNet
 
 from shared.catalogue import ModelEntry, get_entry
-from shared.settings import Settings
+from shared.config import Settings
 from workers.acceleration import accelerate, choose
 from workers.restorers import TiledRestorer, load_restorer
 

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import jobs, service
-from shared.db import session_factory
+from shared import jobs
+from shared.catalogue import ModelStore
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import Job, JobStatus
 from shared.errors import InputNotAllowed, InvalidImage, InvalidRequest, ModelNotFound
-from shared.model_store import ModelStore
-from shared.models import Job, JobStatus
-from shared.settings import Settings
+from shared.queue import make_dispatcher
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, png_declaring
@@ -87,14 +88,14 @@ def run_job(settings: Settings, s3, worker: Path) -> Callable[[str, bytes], Job]
     """Upload ``data`` under ``name``, submit it to the session's worker, wait for the end."""
     storage = make_storage(settings)
     models = ModelStore(settings, storage)
-    dispatcher = service.make_dispatcher(settings)
+    dispatcher = make_dispatcher(settings)
     sessions = session_factory(settings.database_url)
 
     def _run(name: str, data: bytes) -> Job:
         key = f"bad-input/{uuid.uuid4().hex[:8]}/{name}"
         s3.put_object(Bucket=settings.input_bucket, Key=key, Body=data)
         with sessions() as session:
-            job, _ = service.submit_job(
+            job, _ = jobs.submit_job(
                 session, settings, dispatcher, models, model="mirnet-lol", input_key=key
             )
 
@@ -199,8 +200,8 @@ def test_traversal_and_malformed_keys_are_refused_at_submission(
 ) -> None:
     storage = make_storage(settings)
     with session_factory(settings.database_url)() as session, pytest.raises(InvalidRequest):
-        service.submit_job(
-            session, settings, service.make_dispatcher(settings), ModelStore(settings, storage),
+        jobs.submit_job(
+            session, settings, make_dispatcher(settings), ModelStore(settings, storage),
             model="mirnet-lol", input_key=key,
         )  # fmt: skip
 
@@ -210,11 +211,11 @@ def test_buckets_outside_the_allowed_ones_and_unknown_models_are_refused(
 ) -> None:
     storage = make_storage(settings)
     models = ModelStore(settings, storage)
-    dispatcher = service.make_dispatcher(settings)
+    dispatcher = make_dispatcher(settings)
     with session_factory(settings.database_url)() as session:
         with pytest.raises(InputNotAllowed):
-            service.submit_job(session, settings, dispatcher, models, model="mirnet-lol",
+            jobs.submit_job(session, settings, dispatcher, models, model="mirnet-lol",
                                input_key="a.jpg", input_bucket="someone-elses-bucket")  # fmt: skip
         with pytest.raises(ModelNotFound):
-            service.submit_job(session, settings, dispatcher, models, model="no-such-model",
+            jobs.submit_job(session, settings, dispatcher, models, model="no-such-model",
                                input_key="a.jpg")  # fmt: skip

@@ -23,12 +23,12 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from shared import service
 from shared.catalogue import get_entry
-from shared.db import session_factory
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import Job, JobStatus
 from shared.errors import JobCancelled
-from shared.models import Job, JobStatus
-from shared.settings import Settings
+from shared.queue import NoDispatch
 from tests.workers.test_concurrency import _submit
 from tests.workers.test_nafnet_night import TINY
 from workers.archs.nafnet_night import NightNAFNet, save_night
@@ -380,7 +380,7 @@ def test_jobs_merging_passes_succeed_and_are_charged_the_device_time_they_used(
     settings: Settings, s3: Any
 ) -> None:
     merging = settings.model_copy(update={"worker_concurrency": JOBS, "device_batch_tiles": 8})
-    ids = _submit(merging, s3, 2 * JOBS, service.NoDispatch())
+    ids = _submit(merging, s3, 2 * JOBS, NoDispatch())
     ctx = WorkerContext.build(merging)
     assert ctx.batcher is not None
     started = time.perf_counter()

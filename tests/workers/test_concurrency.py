@@ -20,11 +20,12 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from shared import service
-from shared.db import session_factory
-from shared.model_store import ModelStore
-from shared.models import FINISHED, Job, JobStatus
-from shared.settings import Settings
+from shared import jobs
+from shared.catalogue import ModelStore
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import FINISHED, Job, JobStatus
+from shared.queue import NoDispatch, make_dispatcher
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
@@ -151,7 +152,7 @@ def _submit(settings: Settings, s3: Any, count: int, dispatcher: Any, size=(48, 
         s3.put_object(Bucket=settings.input_bucket, Key=key, Body=body)
     storage = make_storage(settings)
     with session_factory(settings.database_url)() as session:
-        batch = service.submit_batch(
+        batch = jobs.submit_batch(
             session, settings, dispatcher, storage, ModelStore(settings, storage),
             model="mirnet-lol", keys=keys,
         )  # fmt: skip
@@ -165,7 +166,7 @@ def _jobs(settings: Settings, ids: list) -> list[Job]:  # type: ignore[type-arg]
 
 def test_one_restore_at_a_time_while_the_other_jobs_download(settings: Settings, s3) -> None:
     threads = 3
-    ids = _submit(settings, s3, 7, service.NoDispatch())
+    ids = _submit(settings, s3, 7, NoDispatch())
     ctx = WorkerContext.build(settings)
     progress = _Progress()
     probe = _ProbeRestorer(progress, others_held=threads - 1)
@@ -211,7 +212,7 @@ def test_a_pipelined_worker_runs_every_job_once_and_reserves_at_most_its_concurr
     broker = redis.Redis.from_url(settings.broker_url)
     reserved = []
     try:
-        ids = _submit(settings, s3, 13, service.make_dispatcher(settings))
+        ids = _submit(settings, s3, 13, make_dispatcher(settings))
         deadline = time.monotonic() + 180
         while True:
             reserved.append(broker.hlen("unacked"))

@@ -20,10 +20,11 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy import select
 
-from shared import jobs, service
-from shared.db import session_factory
-from shared.model_store import ModelStore
-from shared.models import Job, JobStatus
+from shared import jobs
+from shared.catalogue import ModelStore
+from shared.db.engine import session_factory
+from shared.db.tables import Job, JobStatus
+from shared.queue import make_dispatcher
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, png_declaring, settings_from_env
@@ -72,8 +73,8 @@ def test_a_thousand_photos_five_percent_corrupt_one_worker_killed_midway(
 
     storage = make_storage(settings)
     with sessions() as session:
-        batch = service.submit_batch(
-            session, settings, service.make_dispatcher(settings), storage,
+        batch = jobs.submit_batch(
+            session, settings, make_dispatcher(settings), storage,
             ModelStore(settings, storage), model="mirnet-lol", prefix=prefix,
         )  # fmt: skip
         ids = list(session.scalars(select(Job.id).where(Job.batch_id == batch.id)))

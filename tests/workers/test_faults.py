@@ -11,10 +11,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from shared import jobs, service
-from shared.db import session_factory
-from shared.models import JobStatus
-from shared.settings import Settings
+from shared import jobs
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import JobStatus
+from shared.queue import make_dispatcher
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
 from tests.faults import submit_photos, tally
@@ -139,7 +140,7 @@ def test_duplicate_messages_and_redelivery_of_finished_jobs_run_each_job_once(
 ) -> None:
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-dup-{uuid.uuid4().hex[:6]}"}
     settings = settings_from_env(env)
-    dispatcher = service.make_dispatcher(settings)
+    dispatcher = make_dispatcher(settings)
     sessions = session_factory(settings.database_url)
     ids = submit_photos(env, s3, [(f"dup/{i}.jpg", jpeg_bytes(seed=i)) for i in range(3)])
     # Each job's message twice more (a publisher retry, a reconciler racing the broker...).
@@ -179,11 +180,11 @@ def test_a_job_redone_after_its_result_was_written_overwrites_the_same_key(
     the second run must land on the same key, not add a second result."""
     from sqlalchemy import update
 
-    from shared.models import Job
+    from shared.db.tables import Job
 
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-redo-{uuid.uuid4().hex[:6]}"}
     settings = settings_from_env(env)
-    dispatcher = service.make_dispatcher(settings)
+    dispatcher = make_dispatcher(settings)
     sessions = session_factory(settings.database_url)
     [job_id] = submit_photos(env, s3, [("redo/ночь 夜.jpg", jpeg_bytes())])
     worker = services.start_worker(env, tmp_path / "worker.log")

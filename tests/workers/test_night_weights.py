@@ -10,8 +10,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from shared.catalogue import get_entry
-from shared.model_store import BUNDLED_WEIGHTS
+from shared.catalogue import BUNDLED_WEIGHTS, get_entry
 from tests.conftest import shared_dir
 from workers.archs.nafnet_night import NightNAFNet, load_night
 from workers.evaluation import KODAK_SEED, load_set
@@ -76,7 +75,7 @@ def test_random_weights_of_the_same_shape_do_not(crops) -> None:  # type: ignore
 def test_tiles_share_one_exposure_so_tiling_leaves_no_patchwork(crops) -> None:  # type: ignore[no-untyped-def]
     import dataclasses
 
-    from shared.settings import Settings
+    from shared.config import Settings
     from workers.restorers import load_restorer
 
     degraded = np.concatenate(

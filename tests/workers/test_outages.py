@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs
-from shared.db import session_factory
-from shared.models import Job, JobStatus
+from shared.db.engine import session_factory
+from shared.db.tables import Job, JobStatus
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
 from tests.faults import FaultProxy, finished, submit_photos, tally

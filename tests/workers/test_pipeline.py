@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy.orm import Session
 
 from shared import jobs
-from shared.db import session_factory
-from shared.models import JobStatus
-from shared.settings import Settings
+from shared.config import Settings
+from shared.db.engine import session_factory
+from shared.db.tables import JobStatus
+from shared.errors import RetryLater
 from tests.conftest import jpeg_bytes
-from workers.pipeline import RetryLater, WorkerContext, backoff, output_key, run_job
+from workers.pipeline import WorkerContext, backoff, output_key, run_job
 
 
 def _new_job(settings: Settings, key: str, model: str = "mirnet-lol") -> uuid.UUID:

@@ -12,9 +12,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from shared.catalogue import get_entry
-from shared.model_store import BUNDLED_WEIGHTS
-from shared.settings import Settings
+from shared.catalogue import BUNDLED_WEIGHTS, get_entry
+from shared.config import Settings
 from tests.conftest import shared_dir
 from workers.evaluation import load_set
 from workers.restorers import half_dtype, load_restorer

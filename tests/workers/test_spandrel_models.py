@@ -23,7 +23,7 @@ from spandrel.architectures.RetinexFormer import RetinexFormer
 from spandrel.architectures.SCUNet import SCUNet
 
 from shared.catalogue import CATALOGUE, ModelEntry
-from shared.settings import Settings
+from shared.config import Settings
 from workers.restorers import load_restorer
 from workers.spandrel_models import (
     IPT_PRETRAIN_TASKS,

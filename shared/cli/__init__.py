@@ -1,0 +1,6 @@
+"""``darkroom``, the command line: one module per command group (``run``, ``photos``,
+``evaluate``, ``database``, ``models``, ``tenants``), assembled in ``app``."""
+
+from shared.cli.app import app
+
+__all__ = ["app"]

@@ -1,0 +1,171 @@
+"""``darkroom models``: list, pull, add and verify model weights in the model store."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from shared.catalogue import ModelEntry, ModelStore, sha256_file, validate_name
+from shared.cli.common import console, fail
+from shared.config import get_settings
+from shared.errors import DarkroomError, UnsupportedCheckpoint
+from shared.storage import make_storage
+
+app = typer.Typer(help="Model weights: list, pull, add, verify.", rich_markup_mode=None)
+TASKS = ("low-light", "deblur", "denoise", "derain", "super-resolution", "all-in-one")
+
+
+def _store() -> ModelStore:
+    settings = get_settings()
+    storage = make_storage(settings)
+    if settings.model_bucket:
+        storage.ensure_bucket(settings.model_bucket)
+    return ModelStore(settings, storage)
+
+
+@app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        list_models()
+
+
+@app.command("list")
+def list_models() -> None:
+    """Every model jobs may name, with its queue and whether its weights are installed."""
+    store = _store()
+    settings = store.settings
+    table = Table("name", "task", "queue", "ready", "weights")
+    for entry in store.entries():
+        task = entry.task + (f" ({', '.join(entry.tasks)})" if entry.tasks else "")
+        ready = "[green]yes[/green]" if store.ready(entry) else "[yellow]no[/yellow]"
+        table.add_row(entry.name, task, settings.queue_for(entry.family), ready, entry.weights_file)
+    console.print(table)
+
+
+def _download(url: str, target: Path) -> None:
+    with (
+        httpx.stream("GET", url, follow_redirects=True, timeout=60) as response,
+        Progress(
+            TextColumn("[bold]downloading[/bold]"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        response.raise_for_status()
+        total = int(response.headers.get("content-length", 0)) or None
+        task = progress.add_task("download", total=total)
+        with target.open("wb") as handle:
+            for chunk in response.iter_bytes(1 << 20):
+                handle.write(chunk)
+                progress.update(task, advance=len(chunk))
+
+
+@app.command()
+def pull(
+    name: Annotated[str, typer.Argument(help="A catalogue model.")],
+    url: Annotated[str | None, typer.Option(help="Download from here instead.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the file.")] = None,
+) -> None:
+    """Download a model's published checkpoint into the model store, verifying SHA-256."""
+    store = _store()
+    try:
+        entry = store.resolve(name)
+    except DarkroomError as exc:
+        raise fail(exc.message) from exc
+    source = url or (entry.urls[0] if entry.urls else None)
+    if source is None:
+        pages = " or ".join(entry.source_urls) or "its publisher"
+        raise fail(
+            f"{name!r} has no direct download: get {entry.weights_file} from {pages}, then "
+            f"`darkroom models pull {name} --url FILE_URL` or save it as "
+            f"{store.describe(entry.weights_file)}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / entry.weights_file
+        try:
+            _download(source, target)
+            digest = store.put_weights(entry, target, sha256)
+        except httpx.HTTPError as exc:
+            raise fail(f"download of {source} failed: {exc}") from exc
+        except DarkroomError as exc:
+            raise fail(exc.message) from exc
+    trust = "verified" if entry.sha256 or sha256 else "recorded (no published digest)"
+    console.print(f"{name}: stored {store.describe(entry.weights_file)}, SHA-256 {digest} {trust}")
+
+
+@app.command()
+def add(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Checkpoint file.")],
+    name: Annotated[str, typer.Option(help="Name jobs will use.")],
+    task: Annotated[str, typer.Option(help=f"One of: {', '.join(TASKS)}.")],
+    description: Annotated[str, typer.Option(help="One line users see.")] = "",
+) -> None:
+    """Register a local checkpoint whose architecture spandrel recognises."""
+    from workers.spandrel_models import load_spandrel
+
+    if task not in TASKS:
+        raise fail(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
+    try:
+        validate_name(name)
+        loaded = load_spandrel(file)
+    except UnsupportedCheckpoint as exc:
+        raise fail(str(exc)) from exc
+    except DarkroomError as exc:
+        raise fail(exc.message) from exc
+    entry = ModelEntry(
+        name=name,
+        task=task,
+        architecture=loaded.architecture,
+        family="spandrel",
+        description=description or f"{loaded.architecture} checkpoint added by an operator.",
+        weights_file=f"{name}{file.suffix}",
+        scale=loaded.scale,
+        tasks=loaded.tasks if len(loaded.tasks) > 1 else (),
+    )
+    try:
+        entry = _store().add(entry, file)
+    except DarkroomError as exc:
+        raise fail(exc.message) from exc
+    console.print(
+        f"added {name}: {loaded.architecture}, scale {loaded.scale}, SHA-256 {entry.sha256}"
+    )
+
+
+@app.command()
+def verify(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to check (default: all).")
+    ] = None,
+) -> None:
+    """Check installed weights against their SHA-256; exit 1 on any mismatch."""
+    store = _store()
+    table = Table("name", "state", "detail")
+    bad = 0
+    for entry in store.entries():
+        if names and entry.name not in names:
+            continue
+        if not store.ready(entry):
+            table.add_row(
+                entry.name, "[yellow]missing[/yellow]", store.describe(entry.weights_file)
+            )
+            continue
+        try:
+            path = store.local_weights(entry)
+        except DarkroomError as exc:
+            bad += 1
+            table.add_row(entry.name, "[red]mismatch[/red]", exc.message)
+            continue
+        expected = store.expected_sha256(entry)
+        detail = sha256_file(path) if expected is None else "SHA-256 matches"
+        table.add_row(entry.name, "[green]ok[/green]", detail)
+    console.print(table)
+    if bad:
+        raise typer.Exit(code=1)

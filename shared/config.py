@@ -1,0 +1,182 @@
+"""The one place configuration is read from.
+
+Every process builds a :class:`Settings` from ``DARKROOM_*`` environment variables (or a ``.env``
+file). The defaults describe the embedded mode: SQLite, a local object folder and the worker
+running in-process, so a fresh checkout works with no server installed. docker-compose and
+production override them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path(".darkroom")
+
+DEFAULT_TENANT = "default"
+"""The tenant everything belongs to while API keys are off (``DARKROOM_AUTH=none``)."""
+
+Acceleration = Literal["eager", "channels_last", "compile", "compile+channels_last"]
+"""How a worker runs a model (``workers.acceleration``): as written, with channels-last weights
+and inputs, compiled by ``torch.compile`` for its tile shape, or both. A setting's value type,
+so it lives here; catalogue entries name one too."""
+ACCELERATIONS: tuple[Acceleration, ...] = get_args(Acceleration)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DARKROOM_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    # Where embedded-mode state lives (SQLite file, local objects, model weights).
+    home: Path = DEFAULT_HOME
+
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means SQLite under ``home``."""
+
+    execution: Literal["inline", "celery"] = "inline"
+    """``inline`` runs jobs in the submitting process (embedded mode); ``celery`` enqueues them."""
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    queue_prefix: str = "darkroom"
+    """Queues are named ``<prefix>.<model family>`` so GPU nodes subscribe to what they serve."""
+    visibility_timeout_s: int = 4 * 3600
+    """Redis redelivers unacknowledged messages after this; keep it above the longest job."""
+
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None
+    """Root of the local backend. Empty means ``home/objects``."""
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    """Endpoint used to sign URLs handed to clients (SigV4 signs the Host header)."""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    input_bucket: str = "darkroom-inputs"
+    output_bucket: str = "darkroom-outputs"
+    allowed_input_buckets: list[str] = Field(default_factory=list)
+    """Buckets jobs may read from besides ``input_bucket``."""
+    presign_expiry_s: int = 3600
+    s3_connect_timeout_s: float = 5.0
+    s3_read_timeout_s: float = 60.0
+    """A request to the object store that stalls this long fails (and is retried): a hung
+    endpoint must not hold a worker forever."""
+    s3_max_attempts: int = 3
+    """Tries botocore makes for one request (5xx, throttling, resets) before the job's own
+    retry with backoff takes over."""
+
+    model_dir: Path | None = None
+    """Local folder of checkpoints, named as the catalogue says. Empty: ``home/models``."""
+    model_bucket: str | None = None
+    """Bucket of the model store: checkpoints under ``model_prefix`` are fetched into model_dir."""
+    model_prefix: str = "models/"
+    preload_models: list[str] = Field(default_factory=list)
+    """Models a worker loads at start instead of on its first job."""
+    model_cache_mb: int = 8192
+    """Weights kept loaded per worker; least recently used models are dropped beyond this."""
+    tile_batch_size: int = 4
+    """Tiles per forward pass of one job."""
+    device_batch_tiles: int = Field(default=0, ge=0)
+    """Most tiles in one forward pass when a worker holding several jobs merges their tile
+    batches (same model, task and tile shape) into one pass (``workers.batching``); 0 or 1: no
+    merging, each job holds the device for its whole restore. Only used with
+    ``worker_concurrency`` above 1; a merged pass needs this many tiles' activations at once."""
+    device: str = "auto"
+    """``auto`` picks CUDA when available, else CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 (else fp16) autocast on CUDA where the model supports it, fp32 on CPU."""
+    acceleration: Literal["catalogue"] | Acceleration = "catalogue"
+    """``catalogue``: each model as its catalogue entry says (``ModelEntry.acceleration``);
+    any other value (``eager``, ``channels_last``, ``compile``, ``compile+channels_last``) for
+    every model. Compiling happens when a model loads (``preload_models``: at worker start)."""
+    cudnn_benchmark: bool = True
+    """On CUDA, let cuDNN time its algorithms for the tile shapes a model is warmed up on and
+    keep the fastest (``torch.backends.cudnn.benchmark``); other shapes keep its heuristics."""
+    worker_concurrency: int = Field(default=1, ge=1)
+    """Jobs a worker process holds at once. Above 1, `darkroom worker` uses Celery's threads
+    pool: while one job is on the model, the others download, decode, encode and upload. One
+    restore runs at a time per process (one device), or with ``device_batch_tiles`` one forward
+    pass at a time, shared by the tiles of the jobs restoring; 1 keeps the solo pool."""
+
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    """Images above this many pixels are refused before decoding (decompression bombs)."""
+    max_aspect_ratio: float = 50.0
+    """Images longer than this many times their width (or wider than their height) are refused
+    before decoding: a thin strip is a few pixels but thousands of padded model tiles."""
+    max_batch_size: int = 50_000
+    default_jpeg_quality: int = 95
+    job_soft_time_limit_s: int = 3000
+    """A job still running after this fails with ``time_limit_exceeded`` at its next check."""
+    job_time_limit_s: int = 3600
+    """Hard kill (prefork pool only; the solo pool relies on the soft limit)."""
+    max_attempts: int = 3
+    """A job is retried on transient errors (or redelivered) at most this many times."""
+    heartbeat_interval_s: float = 10.0
+    """How often a worker records that it is still running a job."""
+    stale_after_s: float = 120.0
+    """A running job with no heartbeat for this long has lost its worker and is requeued."""
+    maintenance_interval_s: float = 30.0
+    """How often each worker looks for such jobs, and for queued jobs the broker lost."""
+    reconcile_after_s: float = 60.0
+    """A job queued this long whose message is not in Redis is sent again."""
+    retry_backoff_s: float = 2.0
+    retry_backoff_max_s: float = 60.0
+    database_retry_s: float = 60.0
+    """How long a worker keeps retrying the database write that records a job's outcome
+    (success, failure, retry) through an outage, before leaving the job to the reaper."""
+
+    shared_dir: Path = Path("../shared")
+    """Evaluation images and reference data (``darkroom eval``, tests); outside the repository."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    auth: Literal["none", "api_key"] = "none"
+    """``api_key``: every request needs ``Authorization: Bearer <key>`` and sees only its
+    tenant's work. ``none`` (embedded mode, trusted networks): one tenant, ``default``."""
+    rate_limit_per_minute: int = 600
+    """Jobs a tenant may submit per minute (a batch counts each image); 0: no limit."""
+    max_active_jobs: int = 100_000
+    """Jobs a tenant may have queued or running at once; 0: no limit."""
+    webhook_allow_private: bool = False
+    """Allow webhook targets on loopback and private networks (tests, single-host setups)."""
+    webhook_secret: SecretStr | None = None
+    """Signs webhooks of the default tenant (API keys off); tenants have their own secrets."""
+    webhook_timeout_s: float = 10.0
+    webhook_poll_interval_s: float = 2.0
+    """How often workers look for webhooks to send."""
+    webhook_max_attempts: int = 8
+    """Deliveries are retried with exponential backoff, then given up and marked failed."""
+    result_retention_days: int = 0
+    """Results (and uploaded inputs) older than this are deleted by the cleanup; 0 keeps them."""
+    cleanup_interval_s: float = 3600.0
+    """How often workers run the retention cleanup."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line with the job id, for log pipelines."""
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'darkroom.db').as_posix()}"
+        if self.storage_dir is None:
+            self.storage_dir = self.home / "objects"
+        if self.model_dir is None:
+            self.model_dir = self.home / "models"
+        return self
+
+    @property
+    def readable_buckets(self) -> set[str]:
+        return {self.input_bucket, *self.allowed_input_buckets}
+
+    def queue_for(self, family: str) -> str:
+        return f"{self.queue_prefix}.{family}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

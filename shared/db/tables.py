@@ -1,0 +1,199 @@
+"""Database tables. The database, not the broker, is the source of truth for every job."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from shared.config import DEFAULT_TENANT
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp on every database: SQLite stores no zone and hands back
+    naive values, which the API would otherwise emit without an offset."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+# Stored as plain strings (no native enum type) so adding a state needs no PostgreSQL ALTER TYPE.
+_status_type = Enum(
+    JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+)
+
+STAGES = ("download", "decode", "restore", "encode", "upload")
+TIMINGS = (*STAGES, "device")
+"""What a job's timings record: each stage's seconds, and the device seconds charged to it."""
+
+
+class Tenant(Base):
+    """A customer: every job, batch, upload and result belongs to exactly one."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    """Signs this tenant's webhooks; kept readable because HMAC needs it, shown once."""
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    """Jobs this tenant may submit per minute; empty: the server's default."""
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    """Jobs this tenant may have queued or running at once; empty: the server's default."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """Only a SHA-256 of the key is stored: keys are long random strings, so a fast hash is
+    enough, and a leaked table grants nothing."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(
+        String(48), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    """The first characters, so operators can tell keys apart without the secret."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """An event waiting to be POSTed, written in the same transaction as the status change
+    it reports, so a crash can delay a webhook but never lose it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(String(48))
+    url: Mapped[str] = mapped_column(String(2048))
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, delivered or failed (gave up after the last attempt)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(
+        String(48), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT, index=True
+    )
+    model: Mapped[str] = mapped_column(String(255))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    input_prefix: Mapped[str | None] = mapped_column(String(1024))
+    job_count: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    """Told once, when the last job of the batch finishes."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
+        Index("ix_jobs_finished", "status", "finished_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(
+        String(48), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("batches.id", ondelete="CASCADE")
+    )
+    status: Mapped[JobStatus] = mapped_column(_status_type, default=JobStatus.queued, index=True)
+    model: Mapped[str] = mapped_column(String(255))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    input_bucket: Mapped[str] = mapped_column(String(255))
+    input_key: Mapped[str] = mapped_column(String(1024))
+    output_bucket: Mapped[str | None] = mapped_column(String(255))
+    output_key: Mapped[str | None] = mapped_column(String(1024))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    """Stored as ``<tenant>/<key>``: two tenants may use the same key."""
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Refreshed by the worker while it runs the job; a stale one means the worker died."""
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set when retention removed the result object; the job row stays for the record."""
+    download_s: Mapped[float | None] = mapped_column(Float)
+    decode_s: Mapped[float | None] = mapped_column(Float)
+    restore_s: Mapped[float | None] = mapped_column(Float)
+    encode_s: Mapped[float | None] = mapped_column(Float)
+    upload_s: Mapped[float | None] = mapped_column(Float)
+    device_s: Mapped[float | None] = mapped_column(Float)
+    """Seconds the device worked for this job: its whole restore stage when it held the device
+    alone, its tiles' share of each forward pass when jobs share passes (``workers.batching``).
+    Summed over jobs, the device's busy time; ``restore_s`` then includes waiting for it."""
+
+    @property
+    def timings(self) -> dict[str, float | None]:
+        return {name: getattr(self, f"{name}_s") for name in TIMINGS}

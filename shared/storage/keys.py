@@ -1,0 +1,54 @@
+"""Object keys Darkroom reads and writes: which keys are safe, and where a tenant's uploads and
+results go. Pure functions of strings, shared by the API, the CLI and the workers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import PurePosixPath
+
+from shared.config import DEFAULT_TENANT
+from shared.errors import InvalidRequest
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UPLOAD_KEY = re.compile(r"^(tenants/[a-z0-9-]+/)?uploads/[0-9a-f]{12,32}/.+$")
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could climb out of a prefix or a local folder."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidRequest(f"invalid object key {key!r}")
+    if any(part in ("..", ".") for part in PurePosixPath(key).parts):
+        raise InvalidRequest(f"invalid object key {key!r}: '.' and '..' segments are not allowed")
+    return key
+
+
+def object_prefix(tenant_id: str) -> str:
+    """Where a tenant's inputs, uploads and results live in every bucket.
+
+    The default tenant (API keys off) keeps the bucket's own layout, so an existing archive's
+    keys work as they are.
+    """
+    return "" if tenant_id == DEFAULT_TENANT else f"tenants/{tenant_id}/"
+
+
+def safe_filename(name: str) -> str:
+    """A file name safe to put in an object key: no folders, no traversal, ASCII only."""
+    base = PurePosixPath(name.replace("\\", "/")).name
+    cleaned = _UNSAFE.sub("_", base).strip("._") or "upload"
+    return cleaned[:200]
+
+
+def upload_key(filename: str, tenant_id: str = DEFAULT_TENANT) -> str:
+    return f"{object_prefix(tenant_id)}uploads/{uuid.uuid4().hex}/{safe_filename(filename)}"
+
+
+def is_upload_key(key: str) -> bool:
+    """Whether Darkroom made this key for an upload (so retention may delete it)."""
+    return bool(_UPLOAD_KEY.match(key))
+
+
+def result_key(tenant_id: str, job_id: uuid.UUID, input_key: str, extension: str) -> str:
+    """Deterministic, so a redelivered job overwrites its own result instead of adding one."""
+    stem = PurePosixPath(input_key).stem or "image"
+    return f"{object_prefix(tenant_id)}results/{job_id}/{stem}{extension}"
