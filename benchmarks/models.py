@@ -70,7 +70,8 @@ def measure(
     # The precision is forced through the setting jobs use; for spandrel models the entry's
     # list is not consulted (spandrel's own flags are), so it must not decide it here.
     tuned = dataclasses.replace(entry, tile=size)
-    restorer = load_restorer(tuned, path, device, Settings(tile_batch_size=1, precision=precision))
+    forced = Settings.model_validate({"tile_batch_size": 1, "precision": precision})
+    restorer = load_restorer(tuned, path, device, forced)
     pixels = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     restorer.restore(pixels)  # warm-up: cuDNN autotuning, allocator
     synchronize(device)

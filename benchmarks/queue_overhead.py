@@ -218,9 +218,10 @@ def batch_creation(stack: Stack, count: int) -> BatchCreation:
     queue = isolated.settings.queue_for(CATALOGUE[MODEL].family)
     keys = [f"batch/{i:06d}.jpg" for i in range(count)]
     broker = redis.Redis.from_url(isolated.settings.broker_url)
-    with TestClient(create_app(isolated.settings)) as client:
-        timed = _TimedDispatcher(client.app.state.dispatcher)
-        client.app.state.dispatcher = timed
+    app = create_app(isolated.settings)
+    with TestClient(app) as client:
+        timed = _TimedDispatcher(app.state.dispatcher)
+        app.state.dispatcher = timed
         start = time.perf_counter()
         batch_id = submit_batch(client, keys, MODEL)
         request_s = time.perf_counter() - start
@@ -359,10 +360,11 @@ def print_report(report: Report, console: Console) -> None:
     )
     console.print(table)
     stages = Table("worker concurrency", "statuses", *report.batches[1].stages, title="mean s/job")
-    local_rows = [(f"1 x {n} processes, local", f) for n, f in report.local.items()]
-    for concurrency, finished in [*report.batches.items(), *local_rows]:
+    rows: list[tuple[str, Finished]] = [(str(n), f) for n, f in report.batches.items()]
+    rows += [(f"1 x {n} processes, local", f) for n, f in report.local.items()]
+    for label, finished in rows:
         stages.add_row(
-            str(concurrency),
+            label,
             ", ".join(f"{k} {v}" for k, v in finished.counts.items()),
             *(f"{seconds * 1000:.1f} ms" for seconds in finished.stages.values()),
         )

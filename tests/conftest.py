@@ -12,6 +12,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -100,7 +101,8 @@ def service_env(
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     """The configuration a worker process started with ``env`` reads."""
-    return Settings(**{key.removeprefix("DARKROOM_").lower(): value for key, value in env.items()})
+    fields: dict[str, Any] = {key.removeprefix("DARKROOM_").lower(): v for key, v in env.items()}
+    return Settings(**fields)
 
 
 @pytest.fixture(scope="session")

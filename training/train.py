@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=float(tcfg["lr"]),
-        betas=tuple(float(b) for b in tcfg["betas"]),
+        betas=(float(tcfg["betas"][0]), float(tcfg["betas"][1])),
         weight_decay=float(tcfg["weight_decay"]),
     )
     data = DegradedPatches(train_images, int(tcfg["patch_size"]), int(tcfg["margin"]), seed)

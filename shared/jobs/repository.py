@@ -72,7 +72,7 @@ def create_batch(
     session.add(batch)
     session.flush()
     now = utcnow()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": uuid.uuid4(),
             "tenant_id": tenant_id,
@@ -91,7 +91,7 @@ def create_batch(
     ]
     if rows:
         session.execute(insert(Job), rows)
-    return batch, [row["id"] for row in rows]
+    return batch, [uuid.UUID(str(row["id"])) for row in rows]
 
 
 def get_job(session: Session, job_id: uuid.UUID, tenant_id: str | None = None) -> Job:

@@ -57,7 +57,7 @@ def job_ids_in_broker(
         if delivered_within_s is not None:
             cutoff = time.time() - delivered_within_s
             for tag in client.zrangebyscore(UNACKED_INDEX_KEY, 0, cutoff):
-                unacked.pop(tag, None)
+                unacked.pop(tag, None)  # type: ignore[arg-type]  # redis-py types tags loosely
         messages += unacked.values()
     finally:
         client.close()
