@@ -63,6 +63,40 @@ def test_unreachable_endpoint_is_a_retryable_storage_error(settings: Settings) -
     assert info.value.retryable
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get("bucket", "k.jpg"),
+        lambda s: s.put("bucket", "k.jpg", b"x"),
+        lambda s: s.head("bucket", "k.jpg"),
+        lambda s: s.exists("bucket", "k.jpg"),
+        lambda s: s.delete("bucket", "k.jpg"),
+        lambda s: list(s.list("bucket", "prefix/")),
+        lambda s: s.ensure_bucket("bucket"),
+        lambda s: s.check(),
+    ],
+    ids=["get", "put", "head", "exists", "delete", "list", "ensure_bucket", "check"],
+)
+def test_every_call_translates_an_outage_into_storage_error(settings: Settings, call) -> None:  # type: ignore[no-untyped-def]
+    """boto3's errors never leave the storage module, whichever call met them."""
+    dead = settings.model_copy(
+        update={"s3_endpoint_url": "http://127.0.0.1:9", "s3_max_attempts": 1}
+    )
+    with pytest.raises(StorageError):
+        call(S3Storage(dead))
+
+
+def test_a_missing_bucket_is_input_not_found_for_reads_and_listing(
+    settings: Settings, s3: object
+) -> None:
+    storage = S3Storage(settings)
+    with pytest.raises(InputNotFound):
+        storage.head("darkroom-no-such-bucket", "k.jpg")
+    with pytest.raises(InputNotFound):
+        list(storage.list("darkroom-no-such-bucket", "p/"))
+    storage.delete(settings.input_bucket, "storage-test/never-there.jpg")  # idempotent
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "a/../../b", "/abs", "a\\b", ""])
 def test_local_backend_refuses_traversal(tmp_path: Path, key: str) -> None:
     with pytest.raises(InvalidRequest):
