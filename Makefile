@@ -1,7 +1,11 @@
-.PHONY: demo test lint
+.PHONY: demo test fast lint
 demo:  ## set up and restore the sample photos, embedded (no servers)
 	scripts/demo.sh
 test:  ## set up and run the whole test suite against real services
 	scripts/test.sh
+fast:  ## only the tests that need no service
+	scripts/test.sh --fast
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
+	.venv/bin/mypy

@@ -13,7 +13,7 @@ import pytest
 import torch
 from spandrel.architectures.NAFNet import NAFNet
 
-from tests.shared.test_cli import darkroom
+from tests.shared.cli.test_photos import darkroom
 
 
 @pytest.fixture
