@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from benchmarks.flops import peak_tflops, share_of_peak
+from benchmarks.flops import peak_tflops
 from benchmarks.models import ModelPass, checkpoint
+from benchmarks.reports import print_acceleration
 from shared.catalogue import CATALOGUE, ModelEntry
 from shared.config import ACCELERATIONS, Acceleration, Settings
 from workers.restorers import TiledRestorer, half_dtype, load_restorer
@@ -245,71 +245,6 @@ def _label(device: torch.device) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
-def print_report(report: Report, console: Console) -> None:
-    columns = [cell.column for cell in report.rows[0].cells]
-    title = (
-        f"{report.label}, torch {torch.__version__}: megapixels of tiles per second "
-        f"(speed-up over eager)"
-    )
-    rates = Table("model", "precision", "batch", "tile", *columns, "recommended", title=title)
-    loads = Table(
-        "model", "precision", "batch", *columns, title="seconds to load and warm up (compile)"
-    )
-    flops = Table(
-        "model",
-        "precision",
-        "batch",
-        "GFLOP per pass",
-        *(f"{column} TFLOP/s" for column in columns),
-        title="achieved TFLOP/s"
-        + (
-            f" against a {report.peak_tflops:g} TFLOP/s dense bf16/fp16 peak"
-            if report.peak_tflops
-            else ""
-        ),
-    )
-    for row in report.rows:
-        key = (row.model, row.precision, str(row.batch_size))
-        rates.add_row(
-            *key,
-            str(row.tile),
-            *(f"{c.megapixels_per_s:.3f} ({row.speed_up(c.column):.2f}x)" for c in row.cells),
-            row.recommended,
-        )
-        loads.add_row(
-            *key,
-            *(
-                f"{c.load_s:.1f}" + ("" if c.compiled or "compile" not in c.column else " (eager)")
-                for c in row.cells
-            ),
-        )
-        flops.add_row(
-            *key,
-            f"{row.flops_per_pass / 1e9:.3g}",
-            *(
-                f"{row.tflops_per_s(c.column):.3g} "
-                f"{share_of_peak(row.tflops_per_s(c.column), report.peak_tflops)}".strip()
-                for c in row.cells
-            ),
-        )
-    console.print(rates)
-    console.print(loads)
-    console.print(flops)
-    console.print("catalogue values (ModelEntry.acceleration) for this device:")
-    for name, row in report.recommendations.items():
-        best = row.recommended
-        console.print(
-            f"  {name}: acceleration={best!r} ({row.precision}, batch {row.batch_size}: "
-            f"{row.speed_up(best):.2f}x eager, {row.tflops_per_s(best):.3g} TFLOP/s"
-            + (
-                f", {share_of_peak(row.tflops_per_s(best), report.peak_tflops)}"
-                if report.peak_tflops
-                else ""
-            )
-            + ")"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -348,7 +283,7 @@ def main() -> None:
             peak=args.peak_tflops,
             console=console,
         )
-    print_report(report, console)
+    print_acceleration(report, console)
 
 
 if __name__ == "__main__":

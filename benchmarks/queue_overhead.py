@@ -37,9 +37,9 @@ import torch
 from celery import Celery
 from fastapi.testclient import TestClient
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select, update
 
+from benchmarks.reports import print_queue_overhead
 from benchmarks.stack import (
     Finished,
     Stack,
@@ -322,64 +322,6 @@ def run(stack: Stack, *, roundtrips: int, drain: int, jobs: int, batch: int) -> 
     return Report(raw, serial, batches, local_batches, inline, creation)
 
 
-def print_report(report: Report, console: Console) -> None:
-    raw, serial, creation = report.raw, report.serial, report.creation
-    table = Table("path", "rate", "ratio to raw Celery round trips", title="Queue overhead")
-    table.add_row(
-        "raw Celery apply_async().get(), one at a time",
-        f"{raw.roundtrips_per_s:,.0f}/s (p50 {raw.roundtrip_p50_ms:.2f} ms)",
-        "1",
-    )
-    table.add_row("raw Celery, sent at once then drained", f"{raw.drained_per_s:,.0f}/s", "-")
-    table.add_row(
-        "Darkroom job, one at a time (API -> worker -> S3 -> DB)",
-        f"{serial.jobs_per_s:,.1f}/s (p50 {serial.p50_ms:.1f} ms)",
-        f"{serial.jobs_per_s / raw.roundtrips_per_s:.3f}",
-    )
-    for concurrency, finished in report.batches.items():
-        total = sum(finished.counts.values())
-        table.add_row(
-            f"Darkroom batch of {total}, worker concurrency {concurrency}",
-            f"{total / finished.seconds:,.1f}/s",
-            f"{total / finished.seconds / raw.roundtrips_per_s:.3f}",
-        )
-    for processes, finished in report.local.items():
-        total = sum(finished.counts.values())
-        table.add_row(
-            f"Darkroom batch of {total}, local object folder (no S3), "
-            f"{processes} worker process{'es' if processes > 1 else ''}",
-            f"{total / finished.seconds:,.1f}/s",
-            f"{total / finished.seconds / raw.roundtrips_per_s:.3f}",
-        )
-    inline = report.in_process
-    table.add_row(
-        "the same jobs run by run_job in one process: no API, no broker, no Celery "
-        f"(stages {inline.stages_ms:.1f} ms of {1000 / inline.jobs_per_s:.1f} ms a job)",
-        f"{inline.jobs_per_s:,.1f}/s",
-        f"{inline.jobs_per_s / raw.roundtrips_per_s:.3f}",
-    )
-    console.print(table)
-    stages = Table("worker concurrency", "statuses", *report.batches[1].stages, title="mean s/job")
-    rows: list[tuple[str, Finished]] = [(str(n), f) for n, f in report.batches.items()]
-    rows += [(f"1 x {n} processes, local", f) for n, f in report.local.items()]
-    for label, finished in rows:
-        stages.add_row(
-            label,
-            ", ".join(f"{k} {v}" for k, v in finished.counts.items()),
-            *(f"{seconds * 1000:.1f} ms" for seconds in finished.stages.values()),
-        )
-    console.print(stages)
-    if 1 in report.batches and 3 in report.batches:
-        one, three = report.batches[1], report.batches[3]
-        console.print(f"pipelined (3) / serial (1) worker: {one.seconds / three.seconds:.2f}x")
-    console.print(
-        f"batch creation: {creation.jobs:,} jobs in {creation.request_s:.2f} s "
-        f"(enqueue {creation.enqueue_s:.2f} s, validation and insert "
-        f"{creation.request_s - creation.enqueue_s:.2f} s); "
-        f"{creation.queued_messages:,} messages queued"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/14")
@@ -398,7 +340,7 @@ def main() -> None:
         report = run(
             stack, roundtrips=args.roundtrips, drain=args.drain, jobs=args.jobs, batch=args.batch
         )
-    print_report(report, console)
+    print_queue_overhead(report, console)
 
 
 if __name__ == "__main__":

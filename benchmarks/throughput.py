@@ -46,10 +46,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from rich.console import Console
-from rich.table import Table
 
-from benchmarks.flops import peak_tflops, share_of_peak
+from benchmarks.flops import peak_tflops
 from benchmarks.models import ModelPass
+from benchmarks.reports import print_throughput
 from benchmarks.stack import Finished, Stack, local_stack, submit_batch, tiny_mirnet, wait_batch
 from shared.catalogue import CATALOGUE, ModelEntry
 from workers import imaging
@@ -230,6 +230,13 @@ class Report:
     peak_tflops: float | None = None
     """The GPU's dense bf16/fp16 peak, where known."""
 
+    @property
+    def reference_label(self) -> str:
+        return (
+            f"(c) reference recipe: one at a time, {REFERENCE_SIDE} px, fp32 "
+            f"(output {self.reference_out_megapixels:.2f} MP)"
+        )
+
 
 def _weights(model: str, tiny: bool, folder: Path) -> tuple[ModelEntry, Path | None]:
     """The catalogue entry and the folder of its weights (None: shipped with the package)."""
@@ -305,76 +312,6 @@ def run(
     )
 
 
-def print_report(report: Report, console: Console) -> None:
-    raw = report.raw
-    raw_tflops = (
-        f"{raw.tflops_per_s:.3g} {share_of_peak(raw.tflops_per_s, report.peak_tflops)}".strip()
-        if raw.tflops_per_s is not None
-        else "-"
-    )
-    table = Table(
-        "path",
-        "photos/s",
-        "MP/s",
-        "TFLOP/s",
-        "ratio to raw",
-        "model busy",
-        "GPU util",
-        title=f"{report.model} on {report.device}: {report.photos} photos of "
-        f"{report.megapixels:g} MP",
-    )
-    table.add_row(
-        "(a) raw model limit: forward passes on tiles on the device",
-        f"{raw.photos_per_s:.3f}",
-        f"{raw.megapixels_per_s:.2f}",
-        raw_tflops,
-        "1",
-        "100%",
-        "-",
-    )
-    for run in report.runs:
-        gpu = f"{run.gpu_utilisation:.0f}%" if run.gpu_utilisation is not None else "n/a"
-        table.add_row(
-            f"(b) Darkroom end to end, {run.label}",
-            f"{run.rate.photos_per_s:.3f}",
-            f"{run.rate.megapixels_per_s:.2f}",
-            "-",
-            f"{run.rate.photos_per_s / raw.photos_per_s:.2f}",
-            f"{run.model_busy:.0%}",
-            gpu,
-        )
-    table.add_row(
-        f"(c) reference recipe: one at a time, {REFERENCE_SIDE} px, fp32 "
-        f"(output {report.reference_out_megapixels:.2f} MP)",
-        f"{report.reference.photos_per_s:.3f}",
-        f"{report.reference.megapixels_per_s:.2f} (input)",
-        "-",
-        f"{report.reference.photos_per_s / raw.photos_per_s:.2f}",
-        "-",
-        "-",
-    )
-    console.print(table)
-    stages = Table(
-        "worker concurrency", "statuses", "wall s", *report.runs[0].finished.stages,
-        title="mean seconds per photo, by stage",
-    )  # fmt: skip
-    for run in report.runs:
-        stages.add_row(
-            run.label.removeprefix("worker concurrency "),
-            ", ".join(f"{k} {v}" for k, v in run.finished.counts.items()),
-            f"{run.finished.seconds:.2f}",
-            *(f"{seconds:.3f}" for seconds in run.finished.stages.values()),
-        )
-    console.print(stages)
-    if len(report.runs) > 1:
-        first = report.runs[0]
-        for run in report.runs[1:]:
-            console.print(
-                f"{run.label} / {first.label}: "
-                f"{run.rate.photos_per_s / first.rate.photos_per_s:.2f}x photos/s"
-            )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -426,7 +363,7 @@ def main() -> None:
             repeat=args.repeat,
             peak=args.peak_tflops,
         )
-    print_report(report, console)
+    print_throughput(report, console)
 
 
 if __name__ == "__main__":

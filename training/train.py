@@ -36,19 +36,18 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
+from training.data import build_loader, build_val_set, load_images
 from workers.archs.nafnet_night import NightNAFNet, save_night
-from workers.degradation import degrade, degrade_eval_set
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,61 +56,6 @@ def shared_dir() -> Path:
     """Where the shared data lives: ``$DARKROOM_SHARED_DIR``, else ``<repo>/../shared``."""
     env = os.environ.get("DARKROOM_SHARED_DIR")
     return Path(env) if env else REPO_ROOT.parent / "shared"
-
-
-def load_images(folder: Path) -> list[np.ndarray]:
-    """Read every JPEG/PNG in ``folder`` (sorted by name) as uint8 H x W x 3 arrays."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    if not files:
-        raise FileNotFoundError(f"no images in {folder}")
-    out = []
-    for p in files:
-        with Image.open(p) as im:
-            out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    return out
-
-
-class DegradedPatches(IterableDataset):
-    """Endless stream of (degraded, clean) float32 CHW patch pairs from a list of photos."""
-
-    def __init__(self, images: list[np.ndarray], patch: int, margin: int, seed: int) -> None:
-        super().__init__()
-        self.images = images
-        self.patch = patch
-        self.margin = margin
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, worker])
-        size = self.patch + 2 * self.margin
-        while True:
-            img = self.images[int(rng.integers(len(self.images)))]
-            h, w = img.shape[:2]
-            if h < size or w < size:
-                continue
-            y = int(rng.integers(0, h - size + 1))
-            x = int(rng.integers(0, w - size + 1))
-            crop = img[y : y + size, x : x + size]
-            k = int(rng.integers(4))
-            crop = np.rot90(crop, k)
-            if rng.uniform() < 0.5:
-                crop = crop[:, ::-1]
-            clean = np.ascontiguousarray(crop, dtype=np.float32) / 255.0
-            low, _ = degrade(clean, rng)
-            m, p = self.margin, self.patch
-            low = low[m : m + p, m : m + p]
-            clean = clean[m : m + p, m : m + p]
-            yield (
-                torch.from_numpy(np.ascontiguousarray(low.transpose(2, 0, 1))),
-                torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1))),
-            )
-
-
-def _worker_init(_: int) -> None:
-    # The main process owns the cores for the network; the worker's numpy work is single-threaded.
-    torch.set_num_threads(1)
 
 
 class ThreadTuner:
@@ -167,26 +111,6 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def build_val_set(folder: Path, count: int, crop: int, seed: int) -> list[tuple[Tensor, Tensor]]:
-    """Centre crops of the first ``count`` val photos, degraded deterministically from ``seed``."""
-    cleans = []
-    for img in load_images(folder)[:count]:
-        h, w = img.shape[:2]
-        c = min(crop, h, w) // 16 * 16
-        y, x = (h - c) // 2, (w - c) // 2
-        cleans.append(img[y : y + c, x : x + c].astype(np.float32) / 255.0)
-    degraded = degrade_eval_set(cleans, seed)
-    pairs = []
-    for clean, (low, _) in zip(cleans, degraded, strict=True):
-        pairs.append(
-            (
-                torch.from_numpy(low.transpose(2, 0, 1).copy())[None],
-                torch.from_numpy(clean.transpose(2, 0, 1).copy())[None],
-            )
-        )
-    return pairs
-
-
 @torch.no_grad()
 def validate(
     model: NightNAFNet, pairs: list[tuple[Tensor, Tensor]], device: torch.device
@@ -229,135 +153,203 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run one training according to the config; return the run log (also written as JSON)."""
-    args = parse_args(argv)
-    cfg_path = Path(args.config)
-    cfg = yaml.safe_load(cfg_path.read_text())
-    tcfg, vcfg = cfg["train"], cfg["val"]
+@dataclass
+class Run:
+    """What the phases of one training share, so each takes the run instead of a dozen locals."""
+
+    cfg: dict[str, Any]
+    device: torch.device
+    model: NightNAFNet
+    opt: torch.optim.Optimizer
+    out_path: Path
+    log_path: Path
+    log: dict[str, Any]
+    t0: float = field(default_factory=time.time)
+    """The time budget and every wall time count from here: just before the loop."""
+
+
+def load_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The YAML config with the command line's overrides, so the run log records what ran."""
+    cfg: dict[str, Any] = yaml.safe_load(Path(args.config).read_text())
     if args.steps is not None:
-        tcfg["steps"] = args.steps
+        cfg["train"]["steps"] = args.steps
     if args.time_budget is not None:
-        tcfg["time_budget_minutes"] = args.time_budget
-    out_path = Path(args.out) if args.out else REPO_ROOT / cfg["output"]["weights"]
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.set_num_threads(int(tcfg.get("threads", 2)))
+        cfg["train"]["time_budget_minutes"] = args.time_budget
+    return cfg
+
+
+def seed_everything(cfg: dict[str, Any]) -> None:
+    """Threads and every RNG set before anything draws from them, so a run can be repeated."""
+    torch.set_num_threads(int(cfg["train"].get("threads", 2)))
     seed = int(cfg["seed"])
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    shared = shared_dir()
-    train_dir, val_dir = shared / cfg["data"]["train"], shared / cfg["data"]["val"]
-    train_images = load_images(train_dir)
-    val_pairs = build_val_set(val_dir, int(vcfg["images"]), int(vcfg["crop"]), int(vcfg["seed"]))
 
+def load_data(cfg: dict[str, Any]) -> tuple[list[np.ndarray], list[tuple[Tensor, Tensor]]]:
+    """The training photos and the fixed validation pairs, from the shared data folder."""
+    shared, vcfg = shared_dir(), cfg["val"]
+    train_images = load_images(shared / cfg["data"]["train"])
+    val_dir = shared / cfg["data"]["val"]
+    val_pairs = build_val_set(val_dir, int(vcfg["images"]), int(vcfg["crop"]), int(vcfg["seed"]))
+    return train_images, val_pairs
+
+
+def build_model(
+    cfg: dict[str, Any], device: torch.device
+) -> tuple[NightNAFNet, torch.optim.Optimizer]:
+    tcfg = cfg["train"]
     model = NightNAFNet(**cfg["model"]).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=float(tcfg["lr"]),
         betas=(float(tcfg["betas"][0]), float(tcfg["betas"][1])),
         weight_decay=float(tcfg["weight_decay"]),
     )
-    data = DegradedPatches(train_images, int(tcfg["patch_size"]), int(tcfg["margin"]), seed)
-    workers = int(tcfg["num_workers"])
-    loader = DataLoader(
-        data,
-        batch_size=int(tcfg["batch_size"]),
-        num_workers=workers,
-        worker_init_fn=_worker_init if workers else None,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
-    )
+    return model, opt
 
-    steps = int(tcfg["steps"])
-    budget_s = float(tcfg.get("time_budget_minutes") or 0) * 60.0
+
+def start_run(
+    cfg: dict[str, Any],
+    out: str | None,
+    device: torch.device,
+    model: NightNAFNet,
+    opt: torch.optim.Optimizer,
+    n_images: int,
+) -> Run:
+    """The run log and where it and the weights go (``out``: ``--out``); the clock starts."""
+    out_path = Path(out) if out else REPO_ROOT / cfg["output"]["weights"]
     run_dir = REPO_ROOT / cfg["output"]["log_dir"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / f"{cfg['name']}.json"
+    n_params = sum(p.numel() for p in model.parameters())
     log: dict[str, Any] = {
         "name": cfg["name"],
         "config": cfg,
         "device": str(device),
         "params": n_params,
-        "dataset": f"bsds500/train ({len(train_images)} images), val bsds500/val",
+        "dataset": f"bsds500/train ({n_images} images), val bsds500/val",
         "loss": [],
         "val": [],
     }
+    steps = int(cfg["train"]["steps"])
     print(f"NightNAFNet {n_params / 1e6:.3f} M params on {device}; {steps} steps", flush=True)
+    return Run(cfg, device, model, opt, out_path, run_dir / f"{cfg['name']}.json", log)
 
-    def checkpoint(step: int, wall: float, final: bool) -> None:
-        meta = {
-            "training_steps": step,
-            "wall_time_s": round(wall, 1),
-            "seed": seed,
-            "dataset": "BSDS500 train (200 images), synthetic handheld-night degradation",
-            "degradation": "workers.degradation v1",
-            "final": final,
-            "licence_note": "trained on research data (BSDS500); for demonstration/evaluation",
-        }
-        if log["val"]:
-            meta["val_psnr"] = log["val"][-1]
-        save_night(model, out_path, extra_metadata=meta, version=str(cfg.get("version", "1")))
-        log["wall_time_s"] = round(wall, 1)
-        log["steps_done"] = step
-        log_path.write_text(json.dumps(log, indent=1))
 
-    t0 = time.time()
-    model.train()
+def schedule_progress(step: int, steps: int, elapsed: float, budget_s: float) -> float:
+    """Whichever of steps and time budget is further along, so a slow run still fully decays."""
+    progress = step / steps
+    if budget_s > 0:
+        progress = max(progress, elapsed / budget_s)
+    return progress
+
+
+def train_step(run: Run, low: Tensor, clean: Tensor, lr: float, eps: float, clip: float) -> Tensor:
+    """One optimiser step; the loss comes back as a tensor, as reading it waits for the step."""
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    low, clean = low.to(run.device, non_blocking=True), clean.to(run.device, non_blocking=True)
+    loss = charbonnier(run.model(low), clean, eps)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.opt.step()
+    return loss
+
+
+def log_loss(run: Run, step: int, loss: float, lr: float) -> None:
+    wall = time.time() - run.t0
+    run.log["loss"].append({"step": step, "loss": loss, "lr": lr, "wall_s": wall})
+    print(
+        f"step {step} loss {loss:.4f} lr {lr:.2e} "
+        f"{wall:.0f}s ({step / wall:.2f} it/s, {torch.get_num_threads()} threads)",
+        flush=True,
+    )
+
+
+def save_checkpoint(run: Run, step: int, wall: float, final: bool) -> None:
+    """The weights with their provenance and the run log, so a usable file exists early."""
+    meta = {
+        "training_steps": step,
+        "wall_time_s": round(wall, 1),
+        "seed": int(run.cfg["seed"]),
+        "dataset": "BSDS500 train (200 images), synthetic handheld-night degradation",
+        "degradation": "workers.degradation v1",
+        "final": final,
+        "licence_note": "trained on research data (BSDS500); for demonstration/evaluation",
+    }
+    if run.log["val"]:
+        meta["val_psnr"] = run.log["val"][-1]
+    version = str(run.cfg.get("version", "1"))
+    save_night(run.model, run.out_path, extra_metadata=meta, version=version)
+    run.log["wall_time_s"] = round(wall, 1)
+    run.log["steps_done"] = step
+    run.log_path.write_text(json.dumps(run.log, indent=1))
+
+
+def validate_and_save(
+    run: Run, val_pairs: list[tuple[Tensor, Tensor]], step: int, final: bool
+) -> None:
+    before, after = validate(run.model, val_pairs, run.device)
+    wall = time.time() - run.t0
+    run.log["val"].append({"step": step, "degraded_psnr": before, "psnr": after, "wall_s": wall})
+    if final:
+        print(
+            f"final step {step}: degraded {before:.2f} dB -> {after:.2f} dB, {wall:.0f}s",
+            flush=True,
+        )
+    else:
+        print(f"val step {step}: degraded {before:.2f} dB -> {after:.2f} dB", flush=True)
+    save_checkpoint(run, step, wall, final=final)
+
+
+def train(
+    run: Run, loader: DataLoader[tuple[Tensor, Tensor]], val_pairs: list[tuple[Tensor, Tensor]]
+) -> int:
+    """Steps until ``train.steps`` or the time budget runs out; returns the steps taken."""
+    tcfg, vcfg = run.cfg["train"], run.cfg["val"]
+    steps = int(tcfg["steps"])
+    budget_s = float(tcfg.get("time_budget_minutes") or 0) * 60.0
+    run.model.train()
     running, count, step = 0.0, 0, 0
     eps = float(tcfg.get("charbonnier_eps", 1e-3))
     clip = float(tcfg.get("grad_clip", 0) or 0)
     tuner = ThreadTuner(int(tcfg.get("threads", 2)), int(tcfg.get("retune_every", 0) or 0))
     for low, clean in loader:
         tuner.before_step(step)
-        elapsed = time.time() - t0
-        progress = step / steps
-        if budget_s > 0:
-            progress = max(progress, elapsed / budget_s)
+        progress = schedule_progress(step, steps, time.time() - run.t0, budget_s)
         if step >= steps or progress >= 1.0:
             break
         lr = lr_at(progress, step, tcfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        low, clean = low.to(device, non_blocking=True), clean.to(device, non_blocking=True)
-        loss = charbonnier(model(low), clean, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
+        loss = train_step(run, low, clean, lr, eps, clip)
         step += 1
         tuner.after_step(step)
         running += loss.item()
         count += 1
         if step % int(tcfg["log_every"]) == 0:
-            wall = time.time() - t0
-            log["loss"].append({"step": step, "loss": running / count, "lr": lr, "wall_s": wall})
-            print(
-                f"step {step} loss {running / count:.4f} lr {lr:.2e} "
-                f"{wall:.0f}s ({step / wall:.2f} it/s, {torch.get_num_threads()} threads)",
-                flush=True,
-            )
+            log_loss(run, step, running / count, lr)
             running, count = 0.0, 0
         if step % int(vcfg["every"]) == 0:
-            before, after = validate(model, val_pairs, device)
-            wall = time.time() - t0
-            log["val"].append(
-                {"step": step, "degraded_psnr": before, "psnr": after, "wall_s": wall}
-            )
-            print(f"val step {step}: degraded {before:.2f} dB -> {after:.2f} dB", flush=True)
-            checkpoint(step, wall, final=False)
+            validate_and_save(run, val_pairs, step, final=False)
+    return step
 
-    before, after = validate(model, val_pairs, device)
-    wall = time.time() - t0
-    log["val"].append({"step": step, "degraded_psnr": before, "psnr": after, "wall_s": wall})
-    print(f"final step {step}: degraded {before:.2f} dB -> {after:.2f} dB, {wall:.0f}s", flush=True)
-    checkpoint(step, wall, final=True)
-    print(f"wrote {out_path} and {log_path}", flush=True)
-    return log
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run one training according to the config; return the run log (also written as JSON)."""
+    args = parse_args(argv)
+    cfg = load_config(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_everything(cfg)
+    train_images, val_pairs = load_data(cfg)
+    model, opt = build_model(cfg, device)
+    loader = build_loader(train_images, cfg, device)
+    run = start_run(cfg, args.out, device, model, opt, len(train_images))
+    step = train(run, loader, val_pairs)
+    validate_and_save(run, val_pairs, step, final=True)
+    print(f"wrote {run.out_path} and {run.log_path}", flush=True)
+    return run.log
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from sqlalchemy import func, select
 
-from benchmarks import acceleration, queue_overhead, throughput
+from benchmarks import acceleration, queue_overhead, reports, throughput
 from benchmarks.flops import count_flops
 from benchmarks.stack import Stack, tiny_nafnet
 from shared.db.tables import Job, JobStatus
@@ -57,7 +57,7 @@ def test_queue_overhead_runs_every_job_once(stack: Stack, tmp_path: Path) -> Non
         )
     assert queued == 0
     out = io.StringIO()
-    queue_overhead.print_report(report, Console(file=out, width=200))
+    reports.print_queue_overhead(report, Console(file=out, width=200))
     assert "raw Celery" in out.getvalue() and "batch creation: 50 jobs" in out.getvalue()
 
 
@@ -98,7 +98,7 @@ def test_throughput_compares_the_model_alone_with_the_whole_path(
     # The recipe's output is 400 px on its shortest side whatever the photo: 528 x 400 here.
     assert report.reference_out_megapixels == pytest.approx(528 * 400 / 1e6)
     out = io.StringIO()
-    throughput.print_report(report, Console(file=out, width=200))
+    reports.print_throughput(report, Console(file=out, width=200))
     assert "raw model limit" in out.getvalue() and "reference recipe" in out.getvalue()
     assert "TFLOP/s" in out.getvalue()
     assert (
@@ -138,7 +138,7 @@ def test_acceleration_compares_each_choice_with_eager(model_dir: Path) -> None:
     assert report.recommendations == {"mirnet-lol": row}
     assert row.recommended in {"eager", "compile+channels_last"}
     out = io.StringIO()
-    acceleration.print_report(report, Console(file=out, width=250))
+    reports.print_acceleration(report, Console(file=out, width=250))
     text = out.getvalue()
     assert "catalogue values" in text and f"mirnet-lol: acceleration='{row.recommended}'" in text
     assert "% of 1 peak" in text
