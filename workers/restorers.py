@@ -30,13 +30,9 @@ from shared.model_store import ModelStore
 from shared.settings import Settings
 from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
 from workers.batching import DIRECT, DeviceRunner
-from workers.tiling import (
-    SizeRequirements,
-    TileConfig,
-    full_batches_shape,
-    restore_with_oom_fallback,
-    tiled_forward,
-)
+from workers.padding import SizeRequirements
+from workers.tile_plan import TileConfig, full_batches_shape
+from workers.tiling import restore_with_oom_fallback, tiled_forward
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +269,7 @@ def _build_restorer(
                 forward,
                 device,
                 # Multiples of 8 at least, as the reference MIRNet crops to; 16 for the night net.
-                size=SizeRequirements(multiple_of=max(getattr(model, "size_multiple", 8), 8)),
+                size=SizeRequirements(multiple_of=max(model.size_requirements.multiple_of, 8)),
                 scale_for=lambda task: 1,
                 tiles=tiles,
                 nbytes=_module_bytes(model),
@@ -294,9 +290,7 @@ def _build_restorer(
         entry.name,
         loaded.forward,
         device,
-        size=SizeRequirements(
-            minimum=loaded.minimum_size, multiple_of=loaded.size_multiple, square=loaded.square
-        ),
+        size=loaded.size_requirements,
         scale_for=loaded.scale_for,
         tiles=tiles,
         nbytes=_module_bytes(module),
