@@ -22,6 +22,7 @@ from spandrel.architectures.RetinexFormer import RetinexFormer
 from spandrel.architectures.SCUNet import SCUNet
 
 from shared.catalogue import CATALOGUE, ModelEntry
+from workers.archs import tile_requirements
 from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
 from workers.archs.nafnet_night import NightNAFNet, save_night
 from workers.padding import SizeRequirements
@@ -79,9 +80,10 @@ def save_tiny(entry: ModelEntry, folder: Path) -> Path:
 @functools.cache
 def requirements(arch: str) -> SizeRequirements:
     """What the restorer pads ``arch``'s tiles to (the network's own, for spandrel's)."""
-    if arch in ("mirnet", "nafnet-night"):
-        network = tiny_mirnet() if arch == "mirnet" else tiny_night()
-        return SizeRequirements(multiple_of=max(network.size_multiple, 8))
+    if arch == "mirnet":
+        return tile_requirements(tiny_mirnet())
+    if arch == "nafnet-night":
+        return tile_requirements(tiny_night())
     loader = ModelLoader("cpu")
     return loader.load_from_state_dict(spandrel_module(arch).state_dict()).size_requirements
 

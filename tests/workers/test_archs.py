@@ -1,6 +1,6 @@
-"""Every catalogue architecture restoring any size through the worker's restorer: real
-networks, tiny, with seeded random weights, at the catalogue's tile settings. Includes NPE_89's
-shape, which used to fail."""
+"""The registry of Darkroom's own architectures, and every catalogue architecture restoring any
+size through the worker's restorer: real networks, tiny, with seeded random weights, at the
+catalogue's tile settings. Includes NPE_89's shape, which used to fail."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import spandrel
 import torch
 
 from shared.catalogue import CATALOGUE, OWN_ARCHITECTURES, ModelEntry
+from shared.errors import ModelUnavailable
 from shared.settings import Settings
 from tests.workers.arch_cases import entries_by_tiling, save_tiny, strip_sizes
+from workers.archs import ARCHITECTURES
+from workers.padding import SizeRequirements
 from workers.restorers import load_restorer
 
 CPU = torch.device("cpu")
-OWN_ENTRIES = [entry for entry in entries_by_tiling() if entry.architecture in OWN_ARCHITECTURES]
+OWN_ENTRIES = [entry for entry in entries_by_tiling() if entry.architecture in ARCHITECTURES]
 SPANDREL_ENTRIES = [entry for entry in entries_by_tiling() if entry not in OWN_ENTRIES]
 SPANDREL_SIZES = [(1, 1), (2, 3), (1, 50), (50, 1)]
 SLOW_ON_STRIPS = {"IPT", "SCUNet"}
@@ -43,6 +47,43 @@ def _restore_all(entry: ModelEntry, folder: Path, sizes: list[tuple[int, int]]) 
         restored = restorer.restore(_pixels(height, width))
         assert restored.shape == (height * entry.scale, width * entry.scale, 3), (height, width)
         assert np.isfinite(restored).all(), (height, width)
+
+
+def test_the_registry_names_the_catalogues_own_architectures() -> None:
+    assert sorted(ARCHITECTURES) == sorted(OWN_ARCHITECTURES)
+    assert len(ARCHITECTURES) == len(OWN_ARCHITECTURES)
+    assert all(arch.name == name for name, arch in ARCHITECTURES.items())
+
+
+def test_every_catalogue_architecture_is_either_ours_or_spandrels() -> None:
+    for entry in CATALOGUE.values():
+        ours = entry.architecture in ARCHITECTURES
+        assert ours != (entry.architecture in spandrel.MAIN_REGISTRY), entry.name
+
+
+def test_each_loader_reads_its_own_checkpoints_and_refuses_the_others(tmp_path: Path) -> None:
+    files = {}
+    for name, arch in ARCHITECTURES.items():
+        entry = next(e for e in CATALOGUE.values() if e.architecture == name)
+        files[name] = save_tiny(entry, tmp_path)
+        network = arch.load(files[name])
+        assert not network.training
+        assert isinstance(network.size_requirements, SizeRequirements)
+    for name, arch in ARCHITECTURES.items():
+        for other, path in files.items():
+            if other != name:
+                with pytest.raises(ValueError):
+                    arch.load(path)
+
+
+def test_an_own_architecture_missing_from_the_registry_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = CATALOGUE["mirnet-lol"]
+    path = save_tiny(entry, tmp_path)
+    monkeypatch.delitem(ARCHITECTURES, "mirnet")
+    with pytest.raises(ModelUnavailable, match="not registered in workers.archs"):
+        load_restorer(entry, path, CPU, Settings(home=tmp_path))
 
 
 @pytest.mark.parametrize("entry", OWN_ENTRIES, ids=lambda entry: entry.name)

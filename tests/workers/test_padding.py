@@ -9,6 +9,7 @@ import spandrel
 import torch
 
 from tests.workers.arch_cases import MAX_ASPECT, SPANDREL_BUILDERS, TINY_SIZES, requirements
+from workers.archs import TILE_MULTIPLE, tile_requirements
 from workers.archs.mirnet import MIRNet
 from workers.archs.nafnet_night import NightNAFNet
 from workers.padding import SizeRequirements, pad_to, padded_size
@@ -88,6 +89,11 @@ def test_own_networks_describe_themselves_like_spandrels() -> None:
         assert isinstance(network.size_requirements, spandrel.SizeRequirements)
     assert mirnet.size_requirements.multiple_of == mirnet.size_multiple == 4
     assert night.size_requirements.multiple_of == night.size_multiple == 8
+    # Tiles of both are padded to multiples of 8 at least, as the restorer always did.
+    assert tile_requirements(mirnet) == SizeRequirements(multiple_of=TILE_MULTIPLE)
+    assert tile_requirements(NightNAFNet(enc_blocks=[1] * 4, dec_blocks=[1] * 4)) == (
+        SizeRequirements(multiple_of=16)
+    )
 
 
 def test_spandrel_models_keep_spandrels_own_requirements() -> None:
