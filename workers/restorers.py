@@ -315,14 +315,14 @@ def _own_restorer(
 def _spandrel_restorer(
     entry: ModelEntry, path: Path, device: torch.device, settings: Settings, tiles: TileConfig
 ) -> TiledRestorer:
-    from workers.spandrel_models import load_spandrel
+    from workers.spandrel_models import UnsupportedCheckpoint, load_spandrel
 
     choice = choose(entry, settings)
     try:
         loaded = load_spandrel(
             path, device, task_names=entry.tasks or None, precision=settings.precision
         )
-    except ValueError as exc:
+    except (ValueError, UnsupportedCheckpoint) as exc:
         raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
     module = loaded.descriptor.model
     return TiledRestorer(

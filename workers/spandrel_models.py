@@ -46,6 +46,7 @@ from spandrel import ImageModelDescriptor, ModelLoader, SizeRequirements, Unsupp
 from spandrel.architectures.IPT import IPT
 from spandrel.architectures.IPT.__arch.model import Model as IPTPatchRunner
 
+from shared.errors import DarkroomError
 from workers.padding import pad_to
 
 __all__ = [
@@ -81,12 +82,17 @@ six queries). A checkpoint with another layout can be named with ``load_spandrel
 _SR_TASK = re.compile(r"sr-x(\d+)")
 
 
-class UnsupportedCheckpoint(ValueError):
+class UnsupportedCheckpoint(DarkroomError):
     """Raised for a file that is not an image-to-image checkpoint spandrel can load.
 
     The message starts with the file name and ``is not a checkpoint spandrel recognises`` and
-    says why in brackets, so the CLI can print it as it is.
+    says why in brackets, so the CLI can print it as it is. A typed Darkroom error, not a
+    ``ValueError``: its callers catch it by name (``darkroom models add``, and the restorer,
+    which turns it into ``ModelUnavailable``).
     """
+
+    code = "unsupported_checkpoint"
+    http_status = 422
 
 
 def autocast_dtype(

@@ -86,6 +86,16 @@ def test_an_own_architecture_missing_from_the_registry_is_refused(
         load_restorer(entry, path, CPU, Settings(home=tmp_path))
 
 
+def test_a_file_spandrel_cannot_read_makes_the_model_unavailable(tmp_path: Path) -> None:
+    """``UnsupportedCheckpoint`` is a typed error of its own, not a ``ValueError``; the restorer
+    still reports it as the model's weights being unavailable, as before."""
+    path = tmp_path / "notes.pth"
+    path.write_text("these are not weights\n")
+    entry = CATALOGUE["nafnet-gopro"]
+    with pytest.raises(ModelUnavailable, match="is not a checkpoint spandrel recognises"):
+        load_restorer(entry, path, CPU, Settings(home=tmp_path))
+
+
 @pytest.mark.parametrize("entry", OWN_ENTRIES, ids=lambda entry: entry.name)
 def test_own_architectures_restore_any_size(entry: ModelEntry, tmp_path: Path) -> None:
     """Tiny photos, odd sizes, and strips at and around every tile boundary: through the
