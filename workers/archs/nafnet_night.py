@@ -163,11 +163,11 @@ class NightNAFNet(nn.Module):
         bottleneck = width * 2 ** len(self.enc_blocks_cfg)
         # Global gain head: pooled bottleneck features -> per-channel log-gain (mean and max
         # pooling, because exposure is about both the typical level and the highlights).
-        self.gain = nn.Sequential(
-            nn.Linear(bottleneck * 2, 64), nn.GELU(), nn.Linear(64, in_channels)
-        )
-        nn.init.zeros_(self.gain[2].weight)
-        nn.init.constant_(self.gain[2].bias, math.log(3.0))
+        pooled_to_hidden = nn.Linear(bottleneck * 2, 64)
+        hidden_to_gain = nn.Linear(64, in_channels)
+        nn.init.zeros_(hidden_to_gain.weight)
+        nn.init.constant_(hidden_to_gain.bias, math.log(3.0))
+        self.gain = nn.Sequential(pooled_to_hidden, nn.GELU(), hidden_to_gain)
 
     @property
     def size_multiple(self) -> int:
