@@ -30,8 +30,9 @@ from shared.models import STAGES, Job, JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, make_storage
 from shared.tenants import object_prefix
-from workers import imaging
 from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner
+from workers.decoding import decode
+from workers.encoding import encode
 from workers.restorers import RestorerCache, pick_device
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class _Run:
         with self.stage("download"):
             data = ctx.storage.get(job.input_bucket, job.input_key)
         with self.stage("decode"):
-            decoded = imaging.decode(
+            decoded = decode(
                 data,
                 max_pixels=ctx.settings.max_pixels,
                 max_aspect_ratio=ctx.settings.max_aspect_ratio,
@@ -223,7 +224,7 @@ class _Run:
         busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]
         self.timings["device"] = busy
         with self.stage("encode"):
-            encoded = imaging.encode(
+            encoded = encode(
                 decoded,
                 pixels,
                 fmt=options.get("output_format"),
