@@ -124,6 +124,22 @@ def motion_kernel(rng: np.random.Generator, size: int) -> np.ndarray:
         raise ValueError(f"kernel size must be >= 1, got {size}")
     if size == 1:
         return np.ones((1, 1), dtype=np.float64)
+    positions = _shake_trajectory(rng)
+    # Centre the trajectory and scale its longer extent to a random fraction of the kernel.
+    xs, ys = positions.real, positions.imag
+    xs = xs - (xs.max() + xs.min()) / 2.0
+    ys = ys - (ys.max() + ys.min()) / 2.0
+    extent = max(xs.max() - xs.min(), ys.max() - ys.min(), 1e-9)
+    target = (size - 1) * rng.uniform(0.6, 1.0)
+    scale = target / extent
+    c = (size - 1) / 2.0
+    px = np.clip(xs * scale + c, 0.0, size - 1.0)
+    py = np.clip(ys * scale + c, 0.0, size - 1.0)
+    return _splat(px, py, size)
+
+
+def _shake_trajectory(rng: np.random.Generator) -> np.ndarray:
+    """Positions (complex, x + iy) of one random camera-shake path; see :func:`motion_kernel`."""
     # Constants and update rule as in Boracchi & Foi's createTrajectory (2000 steps of a 60 px
     # path there); 1000 steps with the Gaussian term scaled by sqrt(2) keep the same wander.
     steps = 1000
@@ -150,16 +166,11 @@ def motion_kernel(rng: np.random.Generator, size: int) -> np.ndarray:
         velocity = velocity / speed * step if speed > 0 else v0 * step
         x = x + velocity
         positions[t + 1] = x
-    # Centre the trajectory and scale its longer extent to a random fraction of the kernel.
-    xs, ys = positions.real, positions.imag
-    xs = xs - (xs.max() + xs.min()) / 2.0
-    ys = ys - (ys.max() + ys.min()) / 2.0
-    extent = max(xs.max() - xs.min(), ys.max() - ys.min(), 1e-9)
-    target = (size - 1) * rng.uniform(0.6, 1.0)
-    scale = target / extent
-    c = (size - 1) / 2.0
-    px = np.clip(xs * scale + c, 0.0, size - 1.0)
-    py = np.clip(ys * scale + c, 0.0, size - 1.0)
+    return positions
+
+
+def _splat(px: np.ndarray, py: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear splat of points (in ``[0, size - 1]``) into a ``size x size`` kernel, sum 1."""
     kernel = np.zeros((size, size), dtype=np.float64)
     x0 = np.floor(px).astype(int)
     y0 = np.floor(py).astype(int)

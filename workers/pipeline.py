@@ -35,8 +35,9 @@ from shared.errors import (
 )
 from shared.storage import Storage, make_storage
 from shared.storage.keys import result_key
-from workers import imaging
 from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner
+from workers.decoding import decode
+from workers.encoding import encode
 from workers.restorers import RestorerCache, pick_device
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class _Run:
         with self.stage("download"):
             data = ctx.storage.get(job.input_bucket, job.input_key)
         with self.stage("decode"):
-            decoded = imaging.decode(
+            decoded = decode(
                 data,
                 max_pixels=ctx.settings.max_pixels,
                 max_aspect_ratio=ctx.settings.max_aspect_ratio,
@@ -219,7 +220,7 @@ class _Run:
         busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]
         self.timings["device"] = busy
         with self.stage("encode"):
-            encoded = imaging.encode(
+            encoded = encode(
                 decoded,
                 pixels,
                 fmt=options.get("output_format"),

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -28,14 +28,11 @@ from shared.catalogue import OWN_ARCHITECTURES, ModelEntry, ModelStore
 from shared.config import Settings
 from shared.errors import ModelUnavailable
 from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
+from workers.archs import ARCHITECTURES, OwnArchitecture, tile_requirements
 from workers.batching import DIRECT, DeviceRunner
-from workers.tiling import (
-    SizeRequirements,
-    TileConfig,
-    full_batches_shape,
-    restore_with_oom_fallback,
-    tiled_forward,
-)
+from workers.padding import SizeRequirements
+from workers.tile_plan import TileConfig, full_batches_shape
+from workers.tiling import restore_with_oom_fallback, tiled_forward
 
 log = logging.getLogger(__name__)
 
@@ -195,22 +192,33 @@ def _per_sample(extras: tuple[torch.Tensor, ...], batch: torch.Tensor) -> tuple[
     return tuple(extra.expand(batch.shape[0], *extra.shape[1:]) for extra in extras)
 
 
-def _own_model(entry: ModelEntry, path: Path) -> torch.nn.Module:
-    if entry.architecture == "mirnet":
-        from workers.archs.mirnet import load_mirnet
-
-        return load_mirnet(path)
-    from workers.archs.nafnet_night import load_night
-
-    return load_night(path)
+def _own_architecture(entry: ModelEntry) -> OwnArchitecture | None:
+    """The registry's entry for one of Darkroom's own architectures (``workers.archs``); None
+    for an architecture spandrel loads. A name the catalogue lists as Darkroom's own but the
+    registry lacks is refused here: spandrel would only say it does not recognise the file."""
+    own = ARCHITECTURES.get(entry.architecture)
+    if own is None and entry.architecture in OWN_ARCHITECTURES:
+        raise ModelUnavailable(
+            f"model {entry.name!r}: architecture {entry.architecture!r} is not registered in "
+            "workers.archs"
+        )
+    return own
 
 
 GAIN_PIECE_MIN = 256
 """Smallest side of the pieces the night model's exposure statistics are gathered on."""
 
 
+class _ExposureNetwork(Protocol):
+    """What the whole-photo exposure pass needs of a network (``NightNAFNet`` has it)."""
+
+    def gain_stats(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def log_gain_from_stats(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor: ...
+
+
 def _global_gain(
-    model: torch.nn.Module, entry: ModelEntry, dtype: torch.dtype | None
+    model: _ExposureNetwork, entry: ModelEntry, dtype: torch.dtype | None
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
     """The night model picks an exposure from the whole frame; tile by tile, every tile would
     pick its own. Estimate it once on the whole photo and give it to every tile."""
@@ -219,9 +227,12 @@ def _global_gain(
         if not entry.tile or max(image.shape[-2:]) <= entry.tile:
             return ()  # one tile: the model already sees the whole photo
         # The gain head averages over positions, so sums over pieces of the photo add up to
-        # the whole photo's; pieces of one tile keep memory bounded at full resolution.
+        # the whole photo's; pieces of one tile keep memory bounded at full resolution. The
+        # last piece of a row or column can be as thin as one pixel: the network pads it
+        # (``workers.padding.pad_to``), by replicating where reflection does not fit.
         step = max(entry.tile, GAIN_PIECE_MIN)
-        sums = counts = None
+        sums: torch.Tensor | None = None
+        counts: torch.Tensor | None = None
         with torch.inference_mode(), autocast(dtype, image.device):
             for y in range(0, image.shape[2], step):
                 for x in range(0, image.shape[3], step):
@@ -230,6 +241,7 @@ def _global_gain(
                     )
                     sums = piece_sums if sums is None else sums + piece_sums
                     counts = piece_counts if counts is None else counts + piece_counts
+            assert sums is not None and counts is not None  # the photo has at least one piece
             return (model.log_gain_from_stats(sums, counts),)
 
     return prepare
@@ -254,48 +266,69 @@ def _build_restorer(
     entry: ModelEntry, path: Path, device: torch.device, settings: Settings
 ) -> TiledRestorer:
     tiles = TileConfig(tile=entry.tile, overlap=entry.overlap, batch_size=settings.tile_batch_size)
+    own = _own_architecture(entry)
+    if own is not None:
+        return _own_restorer(own, entry, path, device, settings, tiles)
+    return _spandrel_restorer(entry, path, device, settings, tiles)
+
+
+def _own_restorer(
+    own: OwnArchitecture,
+    entry: ModelEntry,
+    path: Path,
+    device: torch.device,
+    settings: Settings,
+    tiles: TileConfig,
+) -> TiledRestorer:
     choice = choose(entry, settings)
     try:
-        if entry.architecture in OWN_ARCHITECTURES:
-            model = _own_model(entry, path).to(device).eval()
-            accelerated = accelerate(model, device, choice, settings, name=entry.name)
-            dtype = half_dtype(entry, device, settings.precision)
+        model = own.load(path).to(device).eval()
+        accelerated = accelerate(model, device, choice, settings, name=entry.name)
+        dtype = half_dtype(entry, device, settings.precision)
 
-            def forward(
-                batch: torch.Tensor, task: str | None, *per_sample: torch.Tensor
-            ) -> torch.Tensor:
-                with autocast(dtype, device):
-                    return model(batch, *per_sample)  # the night model's exposure, if given
+        def forward(
+            batch: torch.Tensor, task: str | None, *per_sample: torch.Tensor
+        ) -> torch.Tensor:
+            with autocast(dtype, device):
+                return model(batch, *per_sample)  # the night model's exposure, if given
 
-            return TiledRestorer(
-                entry.name,
-                forward,
-                device,
-                # Multiples of 8 at least, as the reference MIRNet crops to; 16 for the night net.
-                size=SizeRequirements(multiple_of=max(getattr(model, "size_multiple", 8), 8)),
-                scale_for=lambda task: 1,
-                tiles=tiles,
-                nbytes=_module_bytes(model),
-                prepare=_global_gain(model, entry, dtype)
-                if entry.architecture == "nafnet-night"
-                else None,
-                accelerated=accelerated,
-            )
-        from workers.spandrel_models import load_spandrel
+        prepare = None
+        if own.whole_photo_exposure:
+            # The registry says this network has the exposure methods.
+            prepare = _global_gain(cast(_ExposureNetwork, model), entry, dtype)
+        return TiledRestorer(
+            entry.name,
+            forward,
+            device,
+            size=tile_requirements(model),
+            scale_for=lambda task: 1,
+            tiles=tiles,
+            nbytes=_module_bytes(model),
+            prepare=prepare,
+            accelerated=accelerated,
+        )
+    except ValueError as exc:
+        raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
 
+
+def _spandrel_restorer(
+    entry: ModelEntry, path: Path, device: torch.device, settings: Settings, tiles: TileConfig
+) -> TiledRestorer:
+    from workers.spandrel_models import UnsupportedCheckpoint, load_spandrel
+
+    choice = choose(entry, settings)
+    try:
         loaded = load_spandrel(
             path, device, task_names=entry.tasks or None, precision=settings.precision
         )
-    except ValueError as exc:
+    except (ValueError, UnsupportedCheckpoint) as exc:
         raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
     module = loaded.descriptor.model
     return TiledRestorer(
         entry.name,
         loaded.forward,
         device,
-        size=SizeRequirements(
-            minimum=loaded.minimum_size, multiple_of=loaded.size_multiple, square=loaded.square
-        ),
+        size=loaded.size_requirements,
         scale_for=loaded.scale_for,
         tiles=tiles,
         nbytes=_module_bytes(module),

@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+from spandrel import ImageModelDescriptor, ModelLoader, SizeRequirements, UnsupportedModelError
 from spandrel.architectures.IPT import IPT
 from spandrel.architectures.IPT.__arch.model import Model as IPTPatchRunner
 
 from shared.errors import UnsupportedCheckpoint
+from workers.padding import pad_to
 
 __all__ = [
     "IPT_PRETRAIN_SCALES",
@@ -150,6 +150,12 @@ class LoadedModel:
         return isinstance(self.descriptor.model, IPT)
 
     @property
+    def size_requirements(self) -> SizeRequirements:
+        """What the model needs of its input's height and width (spandrel's own), which
+        ``workers.padding.pad_to`` pads tiles to."""
+        return self.descriptor.size_requirements
+
+    @property
     def device(self) -> torch.device:
         return self.descriptor.device
 
@@ -215,7 +221,7 @@ class LoadedModel:
         assert isinstance(model, IPT)
         model.eval()
         height, width = image.shape[-2:]
-        padded = _pad_to(image, self.descriptor)
+        padded = pad_to(image, self.size_requirements)
         rgb_range = float(model.rgb_range)
         # set_scale mutates the module: serialise so concurrent jobs keep their own head.
         with self._lock:
@@ -230,17 +236,6 @@ class LoadedModel:
     def eval(self) -> LoadedModel:
         self.descriptor.eval()
         return self
-
-
-def _pad_to(image: torch.Tensor, descriptor: ImageModelDescriptor) -> torch.Tensor:
-    """Pad right/bottom to the size requirements exactly as spandrel's call does."""
-    height, width = image.shape[-2:]
-    pad_w, pad_h = descriptor.size_requirements.get_padding(width, height)
-    if not (pad_w or pad_h):
-        return image
-    reflect_w, reflect_h = min(pad_w, width - 1), min(pad_h, height - 1)
-    image = F.pad(image, (0, reflect_w, 0, reflect_h), mode="reflect")
-    return F.pad(image, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode="replicate")
 
 
 def _refuse(path: Path, why: str) -> UnsupportedCheckpoint:

@@ -24,6 +24,7 @@ from spandrel.architectures.SCUNet import SCUNet
 
 from shared.catalogue import CATALOGUE, ModelEntry
 from shared.config import Settings
+from shared.errors import DarkroomError
 from workers.restorers import load_restorer
 from workers.spandrel_models import (
     IPT_PRETRAIN_TASKS,
@@ -317,7 +318,10 @@ def test_unknown_checkpoints_are_refused_clearly(tmp_path: Path) -> None:
                 load(path)
             message = str(refused.value)
             assert message.startswith(f"{path.name} is not a checkpoint spandrel recognises (")
-            assert isinstance(refused.value, ValueError)
+            assert isinstance(refused.value, DarkroomError)
+            assert refused.value.code == "unsupported_checkpoint"
+            assert refused.value.http_status == 422
+            assert refused.value.message == message
     with pytest.raises(UnsupportedCheckpoint, match="none of the architectures.*4 tensors"):
         detect(tmp_path / "random-sequential.pth")
 

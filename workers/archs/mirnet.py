@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from workers.padding import SizeRequirements
+
 __all__ = [
     "SIZE_MULTIPLE",
     "MIRNet",
@@ -362,6 +364,13 @@ class MIRNet(nn.Module):
     def size_multiple(self) -> int:
         """What input height and width must divide by for this instance (``SIZE_MULTIPLE``)."""
         return 2 ** (self.height - 1)
+
+    @property
+    def size_requirements(self) -> SizeRequirements:
+        """What the network needs of its input, as spandrel describes its models: sides that
+        are multiples of :attr:`size_multiple`. :meth:`forward` does not pad; callers do
+        (``workers.padding.pad_to``)."""
+        return SizeRequirements(multiple_of=self.size_multiple)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv_end(self.msrb_blocks(self.conv_start(x)))

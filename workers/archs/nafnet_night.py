@@ -21,8 +21,9 @@ splits the job:
   deblurring and deblocking, the part NAFNet is good at.
 
 Input: RGB in [0, 1], N x 3 x H x W with H and W multiples of :attr:`NightNAFNet.size_multiple`
-(``2 ** len(enc_blocks)``; :meth:`NightNAFNet.forward` pads other sizes by reflection and crops
-back, so callers may pass any size). Output: same shape, not clamped (clamp for display).
+(``2 ** len(enc_blocks)``; :meth:`NightNAFNet.forward` pads other sizes with
+``workers.padding.pad_to``, by reflection where the side allows, and crops back, so callers may
+pass any size, down to 1 x 1). Output: same shape, not clamped (clamp for display).
 
 Weights are stored as ``.safetensors`` with the constructor hyper-parameters in the metadata, so
 a file is self-describing; :func:`load_night` rebuilds the network from it and loads strictly.
@@ -39,6 +40,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from workers.padding import SizeRequirements, pad_to
 
 __all__ = [
     "MODEL_NAME",
@@ -160,16 +163,22 @@ class NightNAFNet(nn.Module):
         bottleneck = width * 2 ** len(self.enc_blocks_cfg)
         # Global gain head: pooled bottleneck features -> per-channel log-gain (mean and max
         # pooling, because exposure is about both the typical level and the highlights).
-        self.gain = nn.Sequential(
-            nn.Linear(bottleneck * 2, 64), nn.GELU(), nn.Linear(64, in_channels)
-        )
-        nn.init.zeros_(self.gain[2].weight)
-        nn.init.constant_(self.gain[2].bias, math.log(3.0))
+        pooled_to_hidden = nn.Linear(bottleneck * 2, 64)
+        hidden_to_gain = nn.Linear(64, in_channels)
+        nn.init.zeros_(hidden_to_gain.weight)
+        nn.init.constant_(hidden_to_gain.bias, math.log(3.0))
+        self.gain = nn.Sequential(pooled_to_hidden, nn.GELU(), hidden_to_gain)
 
     @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this for the U-Net skips to line up."""
         return 2 ** len(self.enc_blocks_cfg)
+
+    @property
+    def size_requirements(self) -> SizeRequirements:
+        """What the network needs of its input, as spandrel describes its models: sides that
+        are multiples of :attr:`size_multiple` (:meth:`forward` pads other sizes itself)."""
+        return SizeRequirements(multiple_of=self.size_multiple)
 
     def config(self) -> dict[str, Any]:
         """Constructor hyper-parameters, as stored in a weight file's metadata."""
@@ -183,10 +192,7 @@ class NightNAFNet(nn.Module):
 
     def _encode(self, inp: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Pad, run intro, encoders and middle; return the padded input, bottleneck and skips."""
-        _, _, h, w = inp.shape
-        m = self.size_multiple
-        ph, pw = (-h) % m, (-w) % m
-        x_in = F.pad(inp, (0, pw, 0, ph), mode="reflect") if (ph or pw) else inp
+        x_in = pad_to(inp, self.size_requirements)
         x = self.intro(x_in)
         skips = []
         for enc, down in zip(self.encoders, self.downs, strict=True):
