@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -169,12 +168,12 @@ def png_declaring(width: int, height: int, bit_depth: int = 8) -> bytes:
 @pytest.fixture
 def wait_job(client: TestClient) -> Callable[..., dict]:
     def _wait(job_id: str, timeout: float = 120, until: frozenset = FINISHED) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            body = client.get(f"/v1/jobs/{job_id}").json()
-            if JobStatus(body["status"]) in until:
-                return body
-            time.sleep(0.1)
-        raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s")
+        wanted = "/".join(sorted(until))
+        return services.wait_until(
+            lambda: client.get(f"/v1/jobs/{job_id}").json(),
+            timeout,
+            message=lambda body: f"job {job_id} to be {wanted} (still {body['status']})",
+            until=lambda body: JobStatus(body["status"]) in until,
+        )
 
     return _wait

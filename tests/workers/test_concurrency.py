@@ -8,7 +8,6 @@ import dataclasses
 import os
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -205,20 +204,29 @@ def test_a_pipelined_worker_runs_every_job_once_and_reserves_at_most_its_concurr
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    services.wait_for(
-        lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, "the worker"
+    services.wait_until(
+        lambda: b"ready." in log.read_bytes() or proc.poll() is not None,
+        90,
+        message=lambda _: f"the worker to be ready:\n{log.read_text()[-3000:]}",
     )
     broker = redis.Redis.from_url(settings.broker_url)
     reserved = []
     try:
         ids = _submit(settings, s3, 13, service.make_dispatcher(settings))
-        deadline = time.monotonic() + 180
-        while True:
+
+        def finished() -> list[Job]:
             reserved.append(broker.hlen("unacked"))
-            finished = [j for j in _jobs(settings, ids) if j.status in FINISHED]
-            if len(finished) == len(ids) or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+            return [j for j in _jobs(settings, ids) if j.status in FINISHED]
+
+        services.wait_until(
+            finished,
+            180,
+            interval=0.02,
+            message=lambda done: (
+                f"all {len(ids)} jobs to finish ({len(done)} did):\n{log.read_text()[-3000:]}"
+            ),
+            until=lambda done: len(done) == len(ids),
+        )
     finally:
         services.stop(proc)
     text = log.read_text()

@@ -86,21 +86,29 @@ def test_a_thousand_photos_five_percent_corrupt_one_worker_killed_midway(
         services.start_worker(env, log, timeout=180, pool="threads", concurrency=3) for log in logs
     ]
     try:
-        services.wait_for(
-            lambda: finished(sessions, ids) >= 300, 240, "300 finished jobs", interval=0.5
+        services.wait_until(
+            lambda: finished(sessions, ids),
+            240,
+            interval=0.5,
+            message=lambda done: f"300 finished jobs ({done} so far)",
+            until=lambda done: done >= 300,
         )
         victim = workers[0]
         # Kill it while it holds a job, so the reaper has something to recover.
-        services.wait_for(
+        services.wait_until(
             lambda: _running_on(sessions, ids) > 0 or finished(sessions, ids) == len(ids),
             30,
-            "a running job",
+            message="a running job",
         )
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
         killed_at = finished(sessions, ids)
-        services.wait_for(
-            lambda: finished(sessions, ids) == len(ids), 300, "the whole batch", interval=0.5
+        services.wait_until(
+            lambda: finished(sessions, ids),
+            300,
+            interval=0.5,
+            message=lambda done: f"the whole batch ({done} of {len(ids)} finished)",
+            until=lambda done: done == len(ids),
         )
     finally:
         for worker in workers:

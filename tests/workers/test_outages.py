@@ -32,8 +32,11 @@ from tests.faults import FaultProxy, finished, submit_photos, tally
 
 
 def _wait_finished(sessions: sessionmaker[Session], ids: list[uuid.UUID], timeout: float) -> None:
-    services.wait_for(
-        lambda: finished(sessions, ids) == len(ids), timeout, f"{len(ids)} jobs to finish"
+    services.wait_until(
+        lambda: finished(sessions, ids),
+        timeout,
+        message=lambda done: f"{len(ids)} jobs to finish ({done} did)",
+        until=lambda done: done == len(ids),
     )
 
 
@@ -45,10 +48,12 @@ def _job(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
 def _wait_status(
     sessions: sessionmaker[Session], job_id: uuid.UUID, wanted: set[JobStatus], timeout: float
 ) -> Job:
-    services.wait_for(
-        lambda: _job(sessions, job_id).status in wanted, timeout, f"job {job_id} in {wanted}"
+    return services.wait_until(
+        lambda: _job(sessions, job_id),
+        timeout,
+        message=lambda job: f"job {job_id} to be in {wanted} (still {job.status})",
+        until=lambda job: job.status in wanted,
     )
-    return _job(sessions, job_id)
 
 
 def _fast_env(service_env: dict[str, str], name: str) -> dict[str, str]:
@@ -170,12 +175,8 @@ def test_postgres_unreachable_mid_batch_jobs_wait_it_out_and_succeed_once(
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
-        services.wait_for(
-            lambda: _count(sessions, ids, JobStatus.succeeded) >= 3, 90, "the first results"
-        )
-        services.wait_for(
-            lambda: _count(sessions, ids, JobStatus.running) >= 1, 30, "a job to be running"
-        )
+        _wait_count(sessions, ids, JobStatus.succeeded, 3, 90)
+        _wait_count(sessions, ids, JobStatus.running, 1, 30)
         with proxy.fault("refuse"):
             time.sleep(5)  # PostgreSQL gone for five seconds, in the middle of a job
         _wait_finished(sessions, ids, 90)
@@ -196,6 +197,21 @@ def _count(sessions: sessionmaker[Session], ids: list[uuid.UUID], status: JobSta
         return (
             session.scalar(select(func.count()).where(Job.id.in_(ids), Job.status == status)) or 0
         )
+
+
+def _wait_count(
+    sessions: sessionmaker[Session],
+    ids: list[uuid.UUID],
+    status: JobStatus,
+    at_least: int,
+    timeout: float,
+) -> int:
+    return services.wait_until(
+        lambda: _count(sessions, ids, status),
+        timeout,
+        message=lambda count: f"{at_least} of the jobs to be {status} ({count} are)",
+        until=lambda count: count >= at_least,
+    )
 
 
 # ----------------------------------------------------------------------------- object store
@@ -226,9 +242,7 @@ def test_s3_errors_for_a_while_are_retried_with_backoff_and_every_job_succeeds(
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
-        services.wait_for(
-            lambda: _count(sessions, ids, JobStatus.succeeded) >= 2, 90, "the first results"
-        )
+        _wait_count(sessions, ids, JobStatus.succeeded, 2, 90)
         with s3_proxy.fault("http_503"):
             time.sleep(2.5)
         _wait_finished(sessions, ids, 90)
