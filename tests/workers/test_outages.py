@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import time
 import uuid
@@ -127,7 +128,8 @@ def test_redis_restarted_with_jobs_queued_and_running_loses_no_job(
     assert outcome.duplicates == 0 and outcome.without_object == 0, outcome
     assert all(_job(sessions, job_id).attempts == 1 for job_id in ids + after)
     text = log.read_text()
-    assert "Connection to broker lost" in text  # the consumer did see the restart
+    # The consumer saw the restart and reconnected: this worker ran the job sent afterwards.
+    assert f"job {after[0]} succeeded" in text
     assert "queued jobs the broker no longer held" in text
 
 
@@ -256,20 +258,29 @@ def test_s3_errors_for_a_while_are_retried_with_backoff_and_every_job_succeeds(
     assert s3_proxy.faulted > 0
     retried = [job_id for job_id in ids if _job(sessions, job_id).attempts > 1]
     assert retried, "the outage hit no job: nothing was tested"
-    assert "ServiceUnavailable" in log.read_text()
+    # The retries were the storage layer's errors (Darkroom's words, naming the object), not
+    # some other failure that happened to be retried.
+    assert re.search(
+        r"job [0-9a-f-]{36}: (object store error on|reading|writing) s3://[^\n]*; retrying in",
+        log.read_text(),
+    ), log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize(
-    ("mode", "says"),
-    [
-        ("http_503", "ServiceUnavailable"),
-        ("stall", "timeout"),
-        ("refuse", "Connection"),
-        ("truncate", "writing s3://"),
-    ],
-)
+# What Darkroom's storage layer (shared.storage) writes for each fault, naming the object it
+# was working on: the store's error answer, or the transport failing while it read the input,
+# or while it wrote the result. The library's own words after it (botocore's, which change
+# between versions and with timing) are not part of the check.
+_STORAGE_SAYS = {
+    "http_503": "object store error on s3://{input_bucket}/{input_key}: ",
+    "stall": "reading s3://{input_bucket}/{input_key} failed: ",
+    "refuse": "reading s3://{input_bucket}/{input_key} failed: ",
+    "truncate": "writing s3://{output_bucket}/results/{job_id}/",
+}
+
+
+@pytest.mark.parametrize("mode", list(_STORAGE_SAYS))
 def test_s3_faults_that_outlast_the_retries_fail_the_job_with_storage_error(
-    service_env: dict[str, str], s3, tmp_path: Path, s3_proxy: FaultProxy, mode: str, says: str
+    service_env: dict[str, str], s3, tmp_path: Path, s3_proxy: FaultProxy, mode: str
 ) -> None:
     env = {
         **_fast_env(service_env, f"s3{mode.replace('_', '')}"),
@@ -299,7 +310,13 @@ def test_s3_faults_that_outlast_the_retries_fail_the_job_with_storage_error(
         job = _job(sessions, job_id)
         assert job.error_code == "storage_error", (job.error_code, job.error_message)
         assert job.attempts == 3 and "gave up after 3 attempts" in (job.error_message or "")
-        assert says.lower() in (job.error_message or "").lower(), job.error_message
+        says = _STORAGE_SAYS[mode].format(
+            input_bucket=settings.input_bucket,
+            input_key=job.input_key,
+            output_bucket=settings.output_bucket,
+            job_id=job_id,
+        )
+        assert (job.error_message or "").startswith(says), (says, job.error_message)
         assert job.output_key is None
         listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"results/{job_id}/")
         assert listed.get("KeyCount", 0) == 0, "a cut upload left an object behind"
