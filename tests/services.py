@@ -18,13 +18,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN_URL = os.environ.get(
+    "DARKROOM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+"""The machine's PostgreSQL, as its superuser: each session's database is made (and dropped)
+on the same server."""
+REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+"""The machine's Redis, without a database number (the session picks one)."""
 S3_KEY = "testing"
 """Access key and secret for the moto endpoint (moto accepts any)."""
 
@@ -75,7 +81,7 @@ def scratch_database(prefix: str) -> Iterator[str]:
     from shared.db import session_factory
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

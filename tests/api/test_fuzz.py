@@ -30,6 +30,7 @@ from shared.migrate import upgrade
 from shared.settings import Settings
 
 MAX_EXAMPLES = 100
+pytestmark = pytest.mark.slow  # hundreds of generated requests
 
 
 def _embedded_server() -> tuple[object, dict[str, str]]:

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import jpeg_bytes
 from tests.services import BIN, free_port, port_open, stop, wait_until
+
+pytestmark = pytest.mark.slow  # starts darkroom serve and an embedded worker
 
 
 def test_serve_and_embedded_worker_restore_an_upload(tmp_path: Path, model_dir: Path) -> None:

@@ -95,9 +95,11 @@ def _has_channels_last_weights(restorer: TiledRestorer) -> bool:
     [
         ("mirnet", "channels_last", []),
         # Whole batches: the four full ones run compiled, the last (one tile) eager.
-        ("mirnet", "compile+channels_last", [(BATCH, 3, TILE, TILE)] * 4),
+        pytest.param(
+            "mirnet", "compile+channels_last", [(BATCH, 3, TILE, TILE)] * 4, marks=pytest.mark.slow
+        ),
         ("nafnet", "channels_last", []),
-        ("nafnet", "compile", [(BATCH, 3, TILE, TILE)] * 4),
+        pytest.param("nafnet", "compile", [(BATCH, 3, TILE, TILE)] * 4, marks=pytest.mark.slow),
     ],
 )
 def test_each_choice_restores_what_eager_restores(

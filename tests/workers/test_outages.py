@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs
@@ -157,7 +157,7 @@ def _complete(s3, bucket: str, sessions: sessionmaker[Session], ids: list[uuid.U
 def test_postgres_unreachable_mid_batch_jobs_wait_it_out_and_succeed_once(
     service_env: dict[str, str], s3, tmp_path: Path
 ) -> None:
-    proxy = FaultProxy(5432)
+    proxy = FaultProxy(make_url(services.PG_ADMIN_URL).port or 5432)
     # The reaper (stale_after_s) and reconciler stay at their slow defaults: a job the outage
     # left stuck would not be rescued within this test's deadline, so the worker itself must
     # ride the outage out.
