@@ -1,14 +1,29 @@
 """Session fixtures: real PostgreSQL, Redis, an S3 endpoint and a Celery worker.
 
 Each test session gets its own PostgreSQL database, Redis database number and buckets, migrated
-by Alembic, so runs never see each other's jobs.
+by Alembic, so runs never see each other's jobs. Every service starts only when a test asks
+for it (nothing here is autouse): a test that requests none of them never touches one.
+
+The fast tier, ``pytest --fast`` (``scripts/test.sh --fast``): the tests that need no service
+and no long run, in well under a minute. Pure code: tiling, imaging, options, schemas,
+signatures, settings, degradation, logs, model files, the batcher, the compose files. It
+deselects every test that
+
+- requests, directly or through other fixtures, one of :data:`SERVICE_FIXTURES` (PostgreSQL,
+  Redis, the moto S3 server, a Celery worker, the API client on them),
+- is marked ``e2e`` (end to end against the real services), or
+- is marked ``slow`` (registered below): it needs no service but takes seconds, running
+  Darkroom's own processes (the CLI, ``darkroom serve``), ``torch.compile``, a full-size model
+  or the shipped weights on real photos.
+
+Without ``--fast`` everything runs. A test that reaches a service without one of these
+fixtures (``services.scratch_database`` in its body, say) belongs behind a fixture.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +42,60 @@ from tests import services
 
 # Concurrent local runs (several developers or agents on one machine) pick different numbers.
 REDIS_DB = int(os.environ.get("DARKROOM_TEST_REDIS_DB", "11"))
+
+SERVICE_FIXTURES = frozenset(
+    {
+        # conftest's session services, and what is built on them
+        "postgres_url",
+        "empty_postgres_url",
+        "redis_url",
+        "s3_endpoint",
+        "service_env",
+        "settings",
+        "s3",
+        "worker",
+        "client",
+        "wait_job",
+        # test modules' own: a private redis-server
+        "private_redis",
+    }
+)
+"""Fixtures that start or reach a service. ``--fast`` deselects every test that requests one,
+directly or through another fixture."""
+
+
+FAST_TIER_EXCLUDES_MARKS = ("e2e", "slow")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="run only the fast tier: no service, no long run (see tests/conftest.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: needs no service but takes seconds (Darkroom's own processes, torch.compile, "
+        "full-size models, the shipped weights on real photos); left out of --fast",
+    )
+
+
+def _needs_more_than_the_fast_tier(item: pytest.Item) -> bool:
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    return any(item.get_closest_marker(mark) for mark in FAST_TIER_EXCLUDES_MARKS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("fast"):
+        return
+    left_out = [item for item in items if _needs_more_than_the_fast_tier(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not _needs_more_than_the_fast_tier(item)]
 
 
 def shared_dir() -> Path:
@@ -48,9 +117,16 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A database of the test's own on the machine's PostgreSQL, not migrated, dropped after."""
+    with services.scratch_database("darkroom_scratch") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    url = f"{services.REDIS_URL}/{REDIS_DB}"
     redis.Redis.from_url(url).flushdb()
     return url
 
@@ -170,13 +246,16 @@ def png_declaring(width: int, height: int, bit_depth: int = 8) -> bytes:
 
 @pytest.fixture
 def wait_job(client: TestClient) -> Callable[..., dict]:
+    """``wait_job(job_id, timeout=120, until=FINISHED)``: the job's body once its status is in
+    ``until``."""
+
     def _wait(job_id: str, timeout: float = 120, until: frozenset = FINISHED) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            body = client.get(f"/v1/jobs/{job_id}").json()
-            if JobStatus(body["status"]) in until:
-                return body
-            time.sleep(0.1)
-        raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s")
+        wanted = "/".join(sorted(until))
+        return services.wait_until(
+            lambda: client.get(f"/v1/jobs/{job_id}").json(),
+            timeout,
+            message=lambda body: f"job {job_id} to be {wanted} (still {body['status']})",
+            until=lambda body: JobStatus(body["status"]) in until,
+        )
 
     return _wait

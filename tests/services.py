@@ -16,12 +16,21 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN_URL = os.environ.get(
+    "DARKROOM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+"""The machine's PostgreSQL, as its superuser: each session's database is made (and dropped)
+on the same server."""
+REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+"""The machine's Redis, without a database number (the session picks one)."""
 S3_KEY = "testing"
 """Access key and secret for the moto endpoint (moto accepts any)."""
 
@@ -72,7 +81,7 @@ def scratch_database(prefix: str) -> Iterator[str]:
     from shared.db.engine import session_factory
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -91,15 +100,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
-) -> None:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.1,
+    message: str | Callable[[T], str] = "the condition",
+    *,
+    until: Callable[[T], object] = bool,
+) -> T:
+    """Call ``predicate`` every ``interval`` seconds until ``until`` holds for what it returned
+    (by default: until it returns something truthy), and return that value.
+
+    The one wait of the suite. After ``timeout`` seconds it raises ``TimeoutError``: "timed out
+    after 30s waiting for <message>; last value: <repr>". ``message`` may instead be a function
+    of the last value, for details known only then (a job's status, a log's tail). Exceptions
+    from ``predicate`` are not retried: they end the wait at once.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        value = predicate()
+        if until(value):
+            return value
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    if callable(message):
+        raise TimeoutError(f"timed out after {timeout:g}s waiting for {message(value)}")
+    last = repr(value)
+    if len(last) > 2000:
+        last = last[:2000] + "..."
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {message}; last value: {last}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -117,7 +147,7 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    wait_for(lambda: port_open(port), 30, "moto_server")
+    wait_until(lambda: port_open(port), 30, message="moto_server to listen")
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -136,7 +166,9 @@ def start_redis(port: int, log: Path) -> subprocess.Popen[bytes]:
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )  # fmt: skip
-    wait_for(lambda: port_open(port) or proc.poll() is not None, 30, "redis-server")
+    wait_until(
+        lambda: port_open(port) or proc.poll() is not None, 30, message="redis-server to listen"
+    )
     if proc.poll() is not None:
         raise RuntimeError(f"redis-server exited:\n{log.read_text()[-2000:]}")
     return proc
@@ -169,8 +201,10 @@ def start_worker(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    wait_for(
-        lambda: b"ready." in log.read_bytes() or proc.poll() is not None, timeout, "celery worker"
+    wait_until(
+        lambda: b"ready." in log.read_bytes() or proc.poll() is not None,
+        timeout,
+        message=lambda _: f"the celery worker to be ready:\n{log.read_text()[-3000:]}",
     )
     if proc.poll() is not None:
         raise RuntimeError(f"celery worker exited:\n{log.read_text()[-3000:]}")

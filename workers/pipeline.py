@@ -335,7 +335,7 @@ def write_through_outage(ctx: WorkerContext, write: Callable[[Session], _T]) -> 
                 log.error("database still unavailable after %d tries; giving up: %s", attempt, exc)
                 raise
             delay = min(backoff(ctx.settings, attempt), left)
-            log.warning("%s; retrying in %.1fs", exc.message, delay)
+            log.warning("database unavailable (%s); retrying in %.1fs", exc.message, delay)
             time.sleep(delay)
 
 

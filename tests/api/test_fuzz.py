@@ -30,6 +30,7 @@ from shared.db.engine import session_scope
 from shared.db.migrate import upgrade
 
 MAX_EXAMPLES = 100
+pytestmark = pytest.mark.slow  # hundreds of generated requests
 
 
 def _embedded_server() -> tuple[object, dict[str, str]]:

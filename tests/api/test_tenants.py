@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from shared.config import Settings
 from shared.db.engine import session_factory, session_scope
 from shared.db.tables import ApiKey, JobStatus
 from tests.conftest import jpeg_bytes
+from tests.services import wait_until
 
 
 @dataclass
@@ -71,13 +71,12 @@ def _put(s3, settings: Settings, key: str, seed: int = 0) -> str:  # type: ignor
 
 
 def _wait(http: TestClient, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = http.get(f"/v1/jobs/{job_id}").json()
-        if JobStatus(body["status"]).finished:
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(job_id)
+    return wait_until(
+        lambda: http.get(f"/v1/jobs/{job_id}").json(),
+        timeout,
+        message=lambda body: f"job {job_id} to finish (still {body.get('status')}: {body})",
+        until=lambda body: JobStatus(body["status"]).finished,
+    )
 
 
 def test_requests_without_a_valid_key_are_refused(auth_app, tenant_factory) -> None:  # type: ignore[no-untyped-def]

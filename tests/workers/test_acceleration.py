@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,9 +95,11 @@ def _has_channels_last_weights(restorer: TiledRestorer) -> bool:
     [
         ("mirnet", "channels_last", []),
         # Whole batches: the four full ones run compiled, the last (one tile) eager.
-        ("mirnet", "compile+channels_last", [(BATCH, 3, TILE, TILE)] * 4),
+        pytest.param(
+            "mirnet", "compile+channels_last", [(BATCH, 3, TILE, TILE)] * 4, marks=pytest.mark.slow
+        ),
         ("nafnet", "channels_last", []),
-        ("nafnet", "compile", [(BATCH, 3, TILE, TILE)] * 4),
+        pytest.param("nafnet", "compile", [(BATCH, 3, TILE, TILE)] * 4, marks=pytest.mark.slow),
     ],
 )
 def test_each_choice_restores_what_eager_restores(
@@ -195,7 +198,10 @@ def test_more_graphs_than_dynamo_keeps_is_a_fallback_too(
         small = torch.rand(1, 3, 4, 4)
         restored = module(small)  # a second graph, over the limit of one
     assert not accelerated.compiled
-    assert "FailOnRecompileLimitHit" in caplog.text
+    # Darkroom's warning, with the reason (whatever dynamo calls it) in its parentheses.
+    assert re.search(
+        r"torch\.compile failed for model two-convs \(\w+: .+\); it runs eager", caplog.text
+    ), caplog.text
     with torch.inference_mode():
         torch.testing.assert_close(restored, module(small))
 

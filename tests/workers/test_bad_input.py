@@ -103,9 +103,12 @@ def run_job(settings: Settings, s3, worker: Path) -> Callable[[str, bytes], Job]
             with sessions() as session:
                 return jobs.get_job(session, job.id)
 
-        services.wait_for(lambda: _get().status in (JobStatus.succeeded, JobStatus.failed),
-                          120, f"job for {name}")  # fmt: skip
-        return _get()
+        return services.wait_until(
+            _get,
+            120,
+            message=lambda job: f"the job for {name} to finish (still {job.status})",
+            until=lambda job: job.status in (JobStatus.succeeded, JobStatus.failed),
+        )
 
     return _run
 

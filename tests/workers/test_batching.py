@@ -29,6 +29,7 @@ from shared.db.engine import session_factory
 from shared.db.tables import Job, JobStatus
 from shared.errors import JobCancelled
 from shared.queue import NoDispatch
+from tests.services import wait_until
 from tests.workers.test_concurrency import _submit
 from tests.workers.test_nafnet_night import TINY
 from workers.archs.nafnet_night import NightNAFNet, save_night
@@ -348,9 +349,8 @@ def test_a_job_cancelled_during_its_pass_leaves_the_others_their_slice() -> None
         with _held(batcher):
             quitting = pool.submit(quitter.forward, KEY, slow, torch.ones(3, 3, 8, 8))
             staying = pool.submit(stayer.forward, KEY, slow, torch.full((2, 3, 8, 8), 5.0))
-            deadline = time.monotonic() + WAIT_S
-            while batcher.waiting < 2 and time.monotonic() < deadline:
-                time.sleep(0.001)  # both queued behind the held device, so they share a pass
+            # Both queued behind the held device, so they share a pass.
+            wait_until(lambda: batcher.waiting >= 2, WAIT_S, 0.001, "both jobs to be queued")
         assert running.wait(WAIT_S)
         cancelled.set()
         with pytest.raises(JobCancelled):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from celery import Celery
+from celery.concurrency import get_implementation
 from sqlalchemy import select
 
 from shared import jobs
@@ -25,7 +27,7 @@ from shared.catalogue import ModelStore
 from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import FINISHED, Job, JobStatus
-from shared.queue import NoDispatch, make_dispatcher
+from shared.queue import NoDispatch, make_celery, make_dispatcher
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
@@ -196,37 +198,40 @@ def test_a_pipelined_worker_runs_every_job_once_and_reserves_at_most_its_concurr
         "DARKROOM_WORKER_CONCURRENCY": "3",
         "DARKROOM_HEARTBEAT_INTERVAL_S": "0.2",
     }
-    settings = settings_from_env(env)
+    settings = settings_from_env(env)  # DARKROOM_WORKER_CONCURRENCY alone: a threads pool of 3
     log = tmp_path / "worker.log"
-    # No --pool or --concurrency: the setting alone makes it a threads pool of 3.
-    proc = subprocess.Popen(
-        [str(services.BIN / "darkroom"), "worker", "--queues", "mirnet"],
-        env={**os.environ, **env},
-        cwd=services.REPO,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    services.wait_for(
-        lambda: b"ready." in log.read_bytes() or proc.poll() is not None, 90, "the worker"
-    )
+    node = f"conc-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    proc = _start_worker_without_pool_options(env, log, node)
     broker = redis.Redis.from_url(settings.broker_url)
     reserved = []
+    app = make_celery(settings)
     try:
+        pool = _pool_info(app, node)
         ids = _submit(settings, s3, 13, make_dispatcher(settings))
-        deadline = time.monotonic() + 180
-        while True:
+
+        def finished() -> list[Job]:
             reserved.append(broker.hlen("unacked"))
-            finished = [j for j in _jobs(settings, ids) if j.status in FINISHED]
-            if len(finished) == len(ids) or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+            return [j for j in _jobs(settings, ids) if j.status in FINISHED]
+
+        services.wait_until(
+            finished,
+            180,
+            interval=0.02,
+            message=lambda done: (
+                f"all {len(ids)} jobs to finish ({len(done)} did):\n{log.read_text()[-3000:]}"
+            ),
+            until=lambda done: len(done) == len(ids),
+        )
     finally:
         services.stop(proc)
+        app.close()
     text = log.read_text()
     done = _jobs(settings, ids)
     assert [j.status for j in done] == [JobStatus.succeeded] * len(ids), text[-3000:]
     assert [j.attempts for j in done] == [1] * len(ids)
-    assert "(thread)" in text and "concurrency: 3" in text
+    threads = get_implementation("threads")
+    assert pool["implementation"] == f"{threads.__module__}:{threads.__name__}", pool
+    assert pool["max-concurrency"] == 3, pool
     for job_id in ids:
         assert text.count(f"job {job_id} succeeded") == 1
     assert "not queued any more" not in text
@@ -235,6 +240,37 @@ def test_a_pipelined_worker_runs_every_job_once_and_reserves_at_most_its_concurr
     slow = next(j for j in done if j.input_key.endswith("00.jpg"))
     assert slow.heartbeat_at is not None and slow.started_at is not None
     assert (slow.heartbeat_at - slow.started_at).total_seconds() > 0.1, text[-3000:]
+
+
+def _start_worker_without_pool_options(
+    env: dict[str, str], log: Path, node: str
+) -> subprocess.Popen[bytes]:
+    """``darkroom worker`` named ``node``, with no --pool or --concurrency: the settings alone
+    choose its pool."""
+    proc = subprocess.Popen(
+        [str(services.BIN / "darkroom"), "worker", "--queues", "mirnet", "--name", node],
+        env={**os.environ, **env},
+        cwd=services.REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    services.wait_until(
+        lambda: b"ready." in log.read_bytes() or proc.poll() is not None,
+        90,
+        message=lambda _: f"the worker to be ready:\n{log.read_text()[-3000:]}",
+    )
+    return proc
+
+
+def _pool_info(app: Celery, node: str) -> dict[str, Any]:
+    """The pool of the running worker ``node``, from its answer to Celery's ``stats`` remote
+    control command."""
+    stats = services.wait_until(
+        lambda: app.control.inspect(destination=[node], timeout=1.0).stats() or {},
+        30,
+        message=f"worker {node} to answer",
+    )
+    return stats[node]["pool"]
 
 
 def test_the_solo_pool_refuses_to_hold_several_jobs(service_env: dict[str, str]) -> None:

@@ -27,13 +27,12 @@ def _status(settings: Settings, job_id: uuid.UUID):  # type: ignore[no-untyped-d
 
 
 def _wait(settings: Settings, job_id: uuid.UUID, wanted: set[JobStatus], timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = _status(settings, job_id)
-        if job.status in wanted:
-            return job
-        time.sleep(0.1)
-    raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+    return services.wait_until(
+        lambda: _status(settings, job_id),
+        timeout,
+        message=lambda job: f"job {job_id} to be in {wanted} (still {job.status})",
+        until=lambda job: job.status in wanted,
+    )
 
 
 def test_a_worker_killed_mid_job_is_recovered_and_the_job_succeeds_once(
@@ -196,13 +195,11 @@ def test_a_job_redone_after_its_result_was_written_overwrites_the_same_key(
                 update(Job).where(Job.id == job_id).values(status=JobStatus.queued, output_key=None)
             )
         dispatcher.dispatch([(job_id, "mirnet")])
-        services.wait_for(
-            lambda: (
-                _status(settings, job_id).attempts == 2
-                and _status(settings, job_id).status == JobStatus.succeeded
-            ),
+        services.wait_until(
+            lambda: _status(settings, job_id),
             120,
-            "the second run",
+            message=lambda job: f"the second run (attempts {job.attempts}, {job.status})",
+            until=lambda job: job.attempts == 2 and job.status == JobStatus.succeeded,
         )
     finally:
         services.stop(worker)
@@ -235,10 +232,10 @@ def test_a_message_redelivered_while_its_job_runs_elsewhere_is_skipped(
         assert len(tags) == 1 and _status(settings, job_id).status == JobStatus.running
         with Connection(settings.broker_url) as conn:
             conn.default_channel.qos.restore_by_tag(tags[0])  # type: ignore[attr-defined]
-        services.wait_for(
+        services.wait_until(
             lambda: f"job {job_id} is not queued any more" in (tmp_path / "second.log").read_text(),
             60,
-            "the second worker to receive the redelivered message",
+            message="the second worker to receive the redelivered message",
         )
         done = _wait(settings, job_id, {JobStatus.succeeded, JobStatus.failed}, 120)
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,18 +70,26 @@ def per_gpu(
     )
     app = make_celery(settings_from_env(env))
     pids: dict[str, int] = {}
+
+    def answered() -> dict[str, int]:
+        assert proc.poll() is None, f"supervisor exited:\n{log.read_text()[-3000:]}"
+        stats = app.control.inspect(timeout=1.0).stats() or {}
+        for gpu in GPUS:
+            name = node_name(gpu).replace("%h", "")
+            for node, info in stats.items():
+                if node.startswith(name):
+                    pids[gpu] = int(info["pid"])
+        return pids
+
     try:
-        deadline = time.monotonic() + 120
-        while len(pids) < len(GPUS):
-            tail = log.read_text()[-3000:]
-            assert proc.poll() is None, f"supervisor exited:\n{tail}"
-            assert time.monotonic() < deadline, f"workers never answered:\n{tail}"
-            stats = app.control.inspect(timeout=1.0).stats() or {}
-            for gpu in GPUS:
-                name = node_name(gpu).replace("%h", "")
-                for node, info in stats.items():
-                    if node.startswith(name):
-                        pids[gpu] = int(info["pid"])
+        services.wait_until(
+            answered,
+            120,
+            message=lambda found: (
+                f"a worker per GPU to answer ({sorted(found)} did):\n{log.read_text()[-3000:]}"
+            ),
+            until=lambda found: len(found) == len(GPUS),
+        )
         yield proc, pids
     finally:
         services.stop(proc, timeout=60)

@@ -164,6 +164,7 @@ def test_bare_and_data_parallel_state_dicts_load(tmp_path: Path) -> None:
             assert torch.equal(load_mirnet(path)(x), expected)
 
 
+@pytest.mark.slow  # the full-size MIRNet
 def test_a_file_with_the_published_layout_loads_unchanged(
     tmp_path: Path, layout: dict[str, Any]
 ) -> None:

@@ -61,17 +61,20 @@ def test_weights_ship_small_and_self_describing() -> None:
     assert sum(p.numel() for p in model.parameters()) <= 2_000_000
 
 
+@pytest.mark.slow
 def test_shipped_weights_improve_psnr_by_a_clear_margin(crops) -> None:  # type: ignore[no-untyped-def]
     gain = _gain(load_night(WEIGHTS), crops)
     assert gain >= MARGIN_DB, f"only +{gain:.2f} dB over the degraded input"
 
 
+@pytest.mark.slow
 def test_random_weights_of_the_same_shape_do_not(crops) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     random_model = NightNAFNet(**load_night(WEIGHTS).config()).eval()
     assert _gain(random_model, crops) < MARGIN_DB
 
 
+@pytest.mark.slow
 def test_tiles_share_one_exposure_so_tiling_leaves_no_patchwork(crops) -> None:  # type: ignore[no-untyped-def]
     import dataclasses
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import time
 import uuid
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs
@@ -32,8 +33,11 @@ from tests.faults import FaultProxy, finished, submit_photos, tally
 
 
 def _wait_finished(sessions: sessionmaker[Session], ids: list[uuid.UUID], timeout: float) -> None:
-    services.wait_for(
-        lambda: finished(sessions, ids) == len(ids), timeout, f"{len(ids)} jobs to finish"
+    services.wait_until(
+        lambda: finished(sessions, ids),
+        timeout,
+        message=lambda done: f"{len(ids)} jobs to finish ({done} did)",
+        until=lambda done: done == len(ids),
     )
 
 
@@ -45,10 +49,12 @@ def _job(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
 def _wait_status(
     sessions: sessionmaker[Session], job_id: uuid.UUID, wanted: set[JobStatus], timeout: float
 ) -> Job:
-    services.wait_for(
-        lambda: _job(sessions, job_id).status in wanted, timeout, f"job {job_id} in {wanted}"
+    return services.wait_until(
+        lambda: _job(sessions, job_id),
+        timeout,
+        message=lambda job: f"job {job_id} to be in {wanted} (still {job.status})",
+        until=lambda job: job.status in wanted,
     )
-    return _job(sessions, job_id)
 
 
 def _fast_env(service_env: dict[str, str], name: str) -> dict[str, str]:
@@ -122,7 +128,8 @@ def test_redis_restarted_with_jobs_queued_and_running_loses_no_job(
     assert outcome.duplicates == 0 and outcome.without_object == 0, outcome
     assert all(_job(sessions, job_id).attempts == 1 for job_id in ids + after)
     text = log.read_text()
-    assert "Connection to broker lost" in text  # the consumer did see the restart
+    # The consumer saw the restart and reconnected: this worker ran the job sent afterwards.
+    assert f"job {after[0]} succeeded" in text
     assert "queued jobs the broker no longer held" in text
 
 
@@ -150,7 +157,7 @@ def _complete(s3, bucket: str, sessions: sessionmaker[Session], ids: list[uuid.U
 def test_postgres_unreachable_mid_batch_jobs_wait_it_out_and_succeed_once(
     service_env: dict[str, str], s3, tmp_path: Path
 ) -> None:
-    proxy = FaultProxy(5432)
+    proxy = FaultProxy(make_url(services.PG_ADMIN_URL).port or 5432)
     # The reaper (stale_after_s) and reconciler stay at their slow defaults: a job the outage
     # left stuck would not be rescued within this test's deadline, so the worker itself must
     # ride the outage out.
@@ -170,12 +177,8 @@ def test_postgres_unreachable_mid_batch_jobs_wait_it_out_and_succeed_once(
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
-        services.wait_for(
-            lambda: _count(sessions, ids, JobStatus.succeeded) >= 3, 90, "the first results"
-        )
-        services.wait_for(
-            lambda: _count(sessions, ids, JobStatus.running) >= 1, 30, "a job to be running"
-        )
+        _wait_count(sessions, ids, JobStatus.succeeded, 3, 90)
+        _wait_count(sessions, ids, JobStatus.running, 1, 30)
         with proxy.fault("refuse"):
             time.sleep(5)  # PostgreSQL gone for five seconds, in the middle of a job
         _wait_finished(sessions, ids, 90)
@@ -196,6 +199,21 @@ def _count(sessions: sessionmaker[Session], ids: list[uuid.UUID], status: JobSta
         return (
             session.scalar(select(func.count()).where(Job.id.in_(ids), Job.status == status)) or 0
         )
+
+
+def _wait_count(
+    sessions: sessionmaker[Session],
+    ids: list[uuid.UUID],
+    status: JobStatus,
+    at_least: int,
+    timeout: float,
+) -> int:
+    return services.wait_until(
+        lambda: _count(sessions, ids, status),
+        timeout,
+        message=lambda count: f"{at_least} of the jobs to be {status} ({count} are)",
+        until=lambda count: count >= at_least,
+    )
 
 
 # ----------------------------------------------------------------------------- object store
@@ -226,9 +244,7 @@ def test_s3_errors_for_a_while_are_retried_with_backoff_and_every_job_succeeds(
     log = tmp_path / "worker.log"
     worker = services.start_worker(env, log)
     try:
-        services.wait_for(
-            lambda: _count(sessions, ids, JobStatus.succeeded) >= 2, 90, "the first results"
-        )
+        _wait_count(sessions, ids, JobStatus.succeeded, 2, 90)
         with s3_proxy.fault("http_503"):
             time.sleep(2.5)
         _wait_finished(sessions, ids, 90)
@@ -242,20 +258,29 @@ def test_s3_errors_for_a_while_are_retried_with_backoff_and_every_job_succeeds(
     assert s3_proxy.faulted > 0
     retried = [job_id for job_id in ids if _job(sessions, job_id).attempts > 1]
     assert retried, "the outage hit no job: nothing was tested"
-    assert "ServiceUnavailable" in log.read_text()
+    # The retries were the storage layer's errors (Darkroom's words, naming the object), not
+    # some other failure that happened to be retried.
+    assert re.search(
+        r"job [0-9a-f-]{36}: (object store error on|reading|writing) s3://[^\n]*; retrying in",
+        log.read_text(),
+    ), log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize(
-    ("mode", "says"),
-    [
-        ("http_503", "ServiceUnavailable"),
-        ("stall", "timeout"),
-        ("refuse", "Connection"),
-        ("truncate", "writing s3://"),
-    ],
-)
+# What Darkroom's storage layer (shared.storage) writes for each fault, naming the object it
+# was working on: the store's error answer, or the transport failing while it read the input,
+# or while it wrote the result. The library's own words after it (botocore's, which change
+# between versions and with timing) are not part of the check.
+_STORAGE_SAYS = {
+    "http_503": "object store error on s3://{input_bucket}/{input_key}: ",
+    "stall": "reading s3://{input_bucket}/{input_key} failed: ",
+    "refuse": "reading s3://{input_bucket}/{input_key} failed: ",
+    "truncate": "writing s3://{output_bucket}/results/{job_id}/",
+}
+
+
+@pytest.mark.parametrize("mode", list(_STORAGE_SAYS))
 def test_s3_faults_that_outlast_the_retries_fail_the_job_with_storage_error(
-    service_env: dict[str, str], s3, tmp_path: Path, s3_proxy: FaultProxy, mode: str, says: str
+    service_env: dict[str, str], s3, tmp_path: Path, s3_proxy: FaultProxy, mode: str
 ) -> None:
     env = {
         **_fast_env(service_env, f"s3{mode.replace('_', '')}"),
@@ -285,7 +310,13 @@ def test_s3_faults_that_outlast_the_retries_fail_the_job_with_storage_error(
         job = _job(sessions, job_id)
         assert job.error_code == "storage_error", (job.error_code, job.error_message)
         assert job.attempts == 3 and "gave up after 3 attempts" in (job.error_message or "")
-        assert says.lower() in (job.error_message or "").lower(), job.error_message
+        says = _STORAGE_SAYS[mode].format(
+            input_bucket=settings.input_bucket,
+            input_key=job.input_key,
+            output_bucket=settings.output_bucket,
+            job_id=job_id,
+        )
+        assert (job.error_message or "").startswith(says), (says, job.error_message)
         assert job.output_key is None
         listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"results/{job_id}/")
         assert listed.get("KeyCount", 0) == 0, "a cut upload left an object behind"

@@ -42,6 +42,7 @@ def _restore(precision: str, photos: list[tuple[np.ndarray, np.ndarray]]) -> lis
     return [restorer.restore(degraded) for degraded, _ in photos]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_reduced_precision_matches_float32_within_tolerance(
     precision: str, photos: list[tuple[np.ndarray, np.ndarray]]

@@ -15,6 +15,8 @@ from spandrel.architectures.NAFNet import NAFNet
 
 from tests.shared.cli.test_photos import darkroom
 
+pytestmark = pytest.mark.slow  # runs the darkroom CLI: seconds a test
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:

@@ -13,6 +13,8 @@ from PIL import Image
 from tests.conftest import jpeg_bytes
 from tests.services import BIN
 
+pytestmark = pytest.mark.slow  # runs the darkroom CLI: seconds a test
+
 
 def darkroom(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import jpeg_bytes
-from tests.services import BIN, free_port, port_open, stop, wait_for
+from tests.services import BIN, free_port, port_open, stop, wait_until
+
+pytestmark = pytest.mark.slow  # starts darkroom serve and an embedded worker
 
 
 def test_serve_and_embedded_worker_restore_an_upload(tmp_path: Path, model_dir: Path) -> None:
@@ -31,7 +34,7 @@ def test_serve_and_embedded_worker_restore_an_upload(tmp_path: Path, model_dir: 
     )
     worker = None
     try:
-        wait_for(lambda: port_open(port), 60, "darkroom serve")
+        wait_until(lambda: port_open(port), 60, message="darkroom serve to listen")
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         created = httpx.post(
@@ -51,8 +54,13 @@ def test_serve_and_embedded_worker_restore_an_upload(tmp_path: Path, model_dir: 
             stdout=(logs / "worker.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: httpx.get(job_url).json()["status"] == "succeeded", 90, "the job")
-        result = httpx.get(job_url).json()["result"]
+        done = wait_until(
+            lambda: httpx.get(job_url).json(),
+            90,
+            message="the job to succeed",
+            until=lambda job: job["status"] == "succeeded",
+        )
+        result = done["result"]
         assert result["url"].startswith("file://")
         assert Path(result["url"].removeprefix("file://")).stat().st_size > 0
     finally:

@@ -6,6 +6,7 @@ import re
 import uuid
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -39,6 +40,7 @@ def test_create_a_tenant_and_key_use_it_then_revoke_it(
         assert http.get("/v1/jobs").status_code == 401
 
 
+@pytest.mark.slow  # runs the darkroom CLI
 def test_tenant_commands_create_the_embedded_database(tmp_path: Path) -> None:
     env = {"DARKROOM_HOME": str(tmp_path / "home")}
     assert darkroom("tenants", "create", "studio-one", env=env, cwd=tmp_path).returncode == 0

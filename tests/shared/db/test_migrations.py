@@ -11,7 +11,6 @@ from sqlalchemy import create_engine, inspect, text
 
 from shared.db.migrate import downgrade, upgrade
 from shared.db.tables import Base
-from tests.services import scratch_database
 
 
 def _assert_matches_models(url: str) -> None:
@@ -40,9 +39,8 @@ def test_migration_on_sqlite(tmp_path: Path) -> None:
     _round_trip(f"sqlite:///{tmp_path / 'darkroom.db'}")
 
 
-def test_migration_on_postgresql() -> None:
-    with scratch_database("darkroom_migrate") as url:
-        _round_trip(url)
+def test_migration_on_postgresql(empty_postgres_url: str) -> None:
+    _round_trip(empty_postgres_url)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from shared.db.engine import session_factory
 from shared.db.tables import WebhookDelivery
 from shared.errors import InvalidWebhook
 from tests.conftest import jpeg_bytes
+from tests.services import wait_until
 from tests.webhook_receiver import Receiver, webhook_receiver
 
 
@@ -83,10 +84,12 @@ def _deliveries(settings: Settings, url_prefix: str) -> list[WebhookDelivery]:
 
 
 def _wait_for(receiver: Receiver, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while len(receiver.received) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(receiver.received) >= count, receiver.received
+    wait_until(
+        lambda: list(receiver.received),
+        timeout,
+        message=f"{count} webhook POSTs",
+        until=lambda received: len(received) >= count,
+    )
 
 
 def test_a_finished_job_posts_one_signed_webhook_even_after_failures(
@@ -157,10 +160,12 @@ def test_a_batch_is_finished_once_however_often_it_is_checked(
     s3.put_object(Bucket=settings.input_bucket, Key="hooks/once.jpg", Body=jpeg_bytes())
     created = client.post("/v1/batches", json={"model": "mirnet-lol", "keys": ["hooks/once.jpg"]})
     batch_id = uuid.UUID(created.json()["id"])
-    deadline = time.monotonic() + 120
-    while client.get(f"/v1/batches/{batch_id}").json()["done"] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: client.get(f"/v1/batches/{batch_id}").json(),
+        120,
+        message="the batch's job to finish",
+        until=lambda batch: batch["done"] >= 1,
+    )
     sessions = session_factory(settings.database_url)
     with sessions.begin() as session:
         assert jobs.get_batch(session, batch_id).finished_at is not None
@@ -179,14 +184,16 @@ def test_a_delivery_that_keeps_failing_is_given_up(settings: Settings) -> None:
             webhooks.queue_event(
                 session, "default", f"{receiver.url}/gone", "job.failed", {"id": "x"}
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def delivered() -> WebhookDelivery | None:
             [delivery] = _deliveries(settings, receiver.url)
             if delivery.status != "pending":
-                break
+                return delivery
             # The session worker delivers too; this call makes the test independent of it.
             webhooks.deliver_due(sessions, quick)
-            time.sleep(0.05)
+            return None
+
+        wait_until(delivered, 30, interval=0.05, message="the delivery to be given up")
     [delivery] = _deliveries(settings, receiver.url)
     assert delivery.status == "failed"
     assert "500" in (delivery.last_error or "")
