@@ -46,6 +46,7 @@ def _curvature_ratio(out: torch.Tensor, starts: list[int], tile: int, dim: int) 
     return d2[near].max().item() / d2[away].max().item()
 
 
+@pytest.mark.slow
 def test_24_megapixel_photo_has_no_seams() -> None:
     """6000 x 4000 x 3 through a conv model on CPU, tile 1024, overlap 32.
 
