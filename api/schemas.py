@@ -80,16 +80,23 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     timings: Timings
-    error: JobError | None
+    error: JobError | None = Field(description="Why the job failed; only on a failed job.")
+    last_error: JobError | None = Field(
+        default=None,
+        description="On a job still queued or running: why its last attempt did not finish "
+        "(the job is being retried; it is not the job's outcome).",
+    )
     result: Result | None
 
     @classmethod
     def from_job(cls, job: Job, *, result_url: str | None = None, expires: int | None = None):
-        error = (
+        recorded = (
             JobError(code=job.error_code, message=job.error_message or "")
-            if job.error_code and job.status in (JobStatus.failed, JobStatus.queued)
+            if job.error_code
             else None
         )
+        error = recorded if job.status == JobStatus.failed else None
+        last_error = recorded if job.status in (JobStatus.queued, JobStatus.running) else None
         result = (
             Result(
                 bucket=job.output_bucket,
@@ -117,6 +124,7 @@ class JobOut(BaseModel):
             finished_at=job.finished_at,
             timings=Timings(**job.timings),
             error=error,
+            last_error=last_error,
             result=result,
         )
 

@@ -53,7 +53,7 @@ from shared.catalogue import CATALOGUE
 from shared.config import Settings
 from shared.db.tables import FINISHED, STAGES, Job, JobStatus
 from shared.jobs import create_batch
-from shared.queue import Dispatcher, make_celery
+from shared.queue import Dispatcher, make_celery, queue_lists
 from tests.conftest import settings_from_env
 from workers.pipeline import WorkerContext, run_job
 
@@ -192,9 +192,9 @@ class _TimedDispatcher:
         self.inner = inner
         self.seconds = 0.0
 
-    def dispatch(self, items: Any) -> None:
+    def dispatch(self, items: Any, *, front: bool = False) -> None:
         start = time.perf_counter()
-        self.inner.dispatch(items)
+        self.inner.dispatch(items, front=front)
         self.seconds += time.perf_counter() - start
 
     def check(self) -> None:
@@ -225,8 +225,8 @@ def batch_creation(stack: Stack, count: int) -> BatchCreation:
         start = time.perf_counter()
         batch_id = submit_batch(client, keys, MODEL)
         request_s = time.perf_counter() - start
-    queued = int(broker.llen(queue))
-    broker.delete(queue)
+    queued = sum(int(broker.llen(name)) for name in queue_lists(queue))
+    broker.delete(*queue_lists(queue))
     with isolated.sessions.begin() as session:
         session.execute(
             update(Job)

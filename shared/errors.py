@@ -10,6 +10,7 @@
     │   └── TenantNotFound
     ├── MethodNotAllowed          405
     ├── Conflict                  409  e.g. cancelling a job that already finished
+    ├── IdempotencyKeyReused      422  an Idempotency-Key sent again with a different request
     ├── InputNotFound             422  the job's input object does not exist
     ├── InputNotAllowed           403  an object key outside the allowed buckets
     ├── InvalidImage              422  corrupt, truncated, not an image, too many pixels
@@ -52,6 +53,7 @@ class ErrorCode(enum.StrEnum):
     method_not_allowed = "method_not_allowed"
     http_error = "http_error"
     conflict = "conflict"
+    idempotency_key_reused = "idempotency_key_reused"
     input_not_found = "input_not_found"
     input_not_allowed = "input_not_allowed"
     invalid_image = "invalid_image"
@@ -121,6 +123,11 @@ class MethodNotAllowed(DarkroomError):
 class Conflict(DarkroomError):
     code = ErrorCode.conflict
     http_status = 409
+
+
+class IdempotencyKeyReused(DarkroomError):
+    code = ErrorCode.idempotency_key_reused
+    http_status = 422
 
 
 class InputNotFound(DarkroomError):

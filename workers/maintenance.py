@@ -47,7 +47,7 @@ def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
         )
     items = _families(ctx, requeued)
     if items:
-        dispatcher.dispatch(items)
+        dispatcher.dispatch(items, front=True)  # it waited its turn once already
         log.warning("requeued %d jobs whose worker stopped: %s", len(items), items)
     return len(items)
 
@@ -79,7 +79,7 @@ def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
         return 0
     missing = [(job_id, family) for job_id, family in items if str(job_id) not in present]
     if missing:
-        dispatcher.dispatch(missing)
+        dispatcher.dispatch(missing, front=True)
         log.warning("re-sent %d queued jobs the broker no longer held", len(missing))
     return len(missing)
 

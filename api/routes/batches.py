@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Header, Response, status
 
 from api.deps import (
     CallerDep,
@@ -21,7 +22,12 @@ from shared import jobs
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=BatchOut)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchOut,
+    responses={200: {"model": BatchOut, "description": "The batch first made with this key"}},
+)
 def create_batch(
     body: BatchCreate,
     response: Response,
@@ -31,8 +37,11 @@ def create_batch(
     dispatcher: DispatcherDep,
     models: ModelsDep,
     caller: SubmitterDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> BatchOut:
-    batch = jobs.submit_batch(
+    """Every object under a prefix, or a list of keys. The same ``Idempotency-Key`` with the
+    same body returns the first batch (200) and enqueues nothing."""
+    batch, created = jobs.submit_batch(
         session,
         settings,
         dispatcher,
@@ -45,8 +54,11 @@ def create_batch(
         options=body.options.model_dump(exclude_none=True),
         webhook_url=body.webhook_url,
         caller=caller,
+        idempotency_key=idempotency_key,
     )
     response.headers["Location"] = f"/v1/batches/{batch.id}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return BatchOut.from_summary(jobs.summarize_batch(session, batch.id))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Annotated
@@ -60,8 +61,10 @@ def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
 
 async def _read_job_request(
     request: Request, settings: Settings, storage: Storage, models: ModelStore, tenant_id: str
-) -> JobCreate:
-    """JSON names an object already in storage; multipart carries a small file to store first."""
+) -> tuple[JobCreate, str | None]:
+    """JSON names an object already in storage; multipart carries a small file to store first.
+    Returns the request and, for a file sent here, its SHA-256: what makes a retried upload
+    the same request for its idempotency key, though it is stored under a new key."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
@@ -90,9 +93,9 @@ async def _read_job_request(
             raise _validation_error(exc) from exc
         models.chain(body.model)  # refuse an unknown model before storing the upload
         storage.put(settings.input_bucket, key, data, upload.content_type)
-        return body
+        return body, hashlib.sha256(data).hexdigest()
     try:
-        return JobCreate.model_validate_json(await request.body())
+        return JobCreate.model_validate_json(await request.body()), None
     except ValidationError as exc:
         raise _validation_error(exc) from exc
 
@@ -122,7 +125,9 @@ async def create_job(
     caller: SubmitterDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
-    body = await _read_job_request(request, settings, storage, models, caller.tenant_id)
+    body, input_digest = await _read_job_request(
+        request, settings, storage, models, caller.tenant_id
+    )
     job, created = jobs.submit_job(
         session,
         settings,
@@ -135,6 +140,7 @@ async def create_job(
         idempotency_key=idempotency_key,
         webhook_url=body.webhook_url,
         caller=caller,
+        input_digest=input_digest,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:

@@ -93,7 +93,7 @@ def submit(
             prefixes.insert(0, _upload(storage, settings, files))
         with sessions() as session:
             for prefix in prefixes:
-                batch = submit_batch(
+                batch, _ = submit_batch(
                     session,
                     settings,
                     dispatcher,

@@ -139,6 +139,12 @@ class Batch(Base):
     job_count: Mapped[int] = mapped_column(Integer, default=0)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     """Told once, when the last job of the batch finishes."""
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(255), unique=True
+    )  # ``<tenant>/<key>``, as for jobs
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the request the key was first used with: the same key with another request
+    is refused, not silently answered with this batch."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -170,6 +176,8 @@ class Job(Base):
     output_key: Mapped[str | None] = mapped_column(String(1024))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     """Stored as ``<tenant>/<key>``: two tenants may use the same key."""
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the request ``idempotency_key`` was first used with."""
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error_code: Mapped[str | None] = mapped_column(String(64))

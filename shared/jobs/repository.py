@@ -28,10 +28,12 @@ def create_job(
     input_key: str,
     options: dict[str, Any],
     idempotency_key: str | None = None,
+    request_digest: str | None = None,
     tenant_id: str = DEFAULT_TENANT,
     webhook_url: str | None = None,
 ) -> Job:
     job = Job(
+        request_digest=request_digest,
         tenant_id=tenant_id,
         webhook_url=webhook_url,
         model=model,
@@ -50,6 +52,10 @@ def find_by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.idempotency_key == key))
 
 
+def find_batch_by_idempotency_key(session: Session, key: str) -> Batch | None:
+    return session.scalar(select(Batch).where(Batch.idempotency_key == key))
+
+
 def create_batch(
     session: Session,
     *,
@@ -59,9 +65,13 @@ def create_batch(
     input_prefix: str | None,
     tenant_id: str = DEFAULT_TENANT,
     webhook_url: str | None = None,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> tuple[Batch, list[uuid.UUID]]:
     """Insert a batch and its jobs with one multi-row INSERT, not a round trip per job."""
     batch = Batch(
+        idempotency_key=idempotency_key,
+        request_digest=request_digest,
         tenant_id=tenant_id,
         model=model,
         options=options,

@@ -21,7 +21,7 @@ from shared.catalogue.store import ModelStore
 from shared.config import Settings
 from shared.db.tables import Batch, Job
 from shared.errors import InputNotAllowed, InvalidRequest, InvalidWebhook, QuotaExceeded
-from shared.jobs import repository
+from shared.jobs import idempotency, repository
 from shared.jobs.options import JobOptions
 from shared.jobs.transitions import cancel
 from shared.queue.dispatch import Dispatcher
@@ -104,19 +104,23 @@ def submit_job(
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
     caller: Caller = OPERATOR,
+    input_digest: str | None = None,
 ) -> tuple[Job, bool]:
-    """Create and enqueue one job. Returns (job, created); a repeated idempotency key returns the
-    first job and sends nothing."""
+    """Create and enqueue one job. Returns (job, created): a repeated idempotency key with the
+    same request returns the first job and sends nothing; with another request it is refused.
+    ``input_digest`` identifies the input when its key is new on every try (a multipart
+    upload's SHA-256), so a retried upload counts as the same request."""
     family, normalised = _plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
     tenant_id = caller.tenant_id
     _check_input(settings, bucket, input_key, tenant_id)
     webhook_url = _check_webhook(session, settings, tenant_id, webhook_url)
-    scoped_key = f"{tenant_id}/{idempotency_key}" if idempotency_key else None
-    if scoped_key:
-        existing = repository.find_by_idempotency_key(session, scoped_key)
-        if existing is not None:
-            return existing, False
+    input_id = {"sha256": input_digest} if input_digest else {"bucket": bucket, "key": input_key}
+    request = {"model": model, "input": input_id, "options": normalised, "webhook": webhook_url}
+    digest = idempotency.request_digest(request)
+    scoped_key = idempotency.scoped(tenant_id, idempotency_key)
+    if scoped_key and (existing := _first_job(session, scoped_key, digest)) is not None:
+        return existing, False
     check_active(session, caller, 1)
     try:
         job = repository.create_job(
@@ -126,6 +130,7 @@ def submit_job(
             input_key=input_key,
             options=normalised,
             idempotency_key=scoped_key,
+            request_digest=digest if scoped_key else None,
             tenant_id=tenant_id,
             webhook_url=webhook_url,
         )
@@ -133,12 +138,30 @@ def submit_job(
     except IntegrityError:
         # Two requests with the same key raced; the other one won.
         session.rollback()
-        existing = repository.find_by_idempotency_key(session, scoped_key or "")
+        existing = _first_job(session, scoped_key or "", digest)
         if existing is None:
             raise
         return existing, False
     dispatcher.dispatch([(job.id, family)])
     return job, True
+
+
+def _first_job(session: Session, scoped_key: str, digest: str) -> Job | None:
+    existing = repository.find_by_idempotency_key(session, scoped_key)
+    if existing is not None:
+        idempotency.check_same_request(
+            scoped_key, existing.request_digest, digest, "job", existing.id
+        )
+    return existing
+
+
+def _first_batch(session: Session, scoped_key: str, digest: str) -> Batch | None:
+    existing = repository.find_batch_by_idempotency_key(session, scoped_key)
+    if existing is not None:
+        idempotency.check_same_request(
+            scoped_key, existing.request_digest, digest, "batch", existing.id
+        )
+    return existing
 
 
 def submit_batch(
@@ -155,14 +178,62 @@ def submit_batch(
     options: dict[str, Any] | None = None,
     webhook_url: str | None = None,
     caller: Caller = OPERATOR,
-) -> Batch:
-    """One job per image, from an explicit key list or every object under a prefix."""
+    idempotency_key: str | None = None,
+) -> tuple[Batch, bool]:
+    """One job per image, from an explicit key list or every object under a prefix. Returns
+    (batch, created); idempotency keys work as for :func:`submit_job`."""
     family, normalised = _plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
     tenant_id = caller.tenant_id
     if bool(keys) == bool(prefix is not None):
         raise InvalidRequest("give either 'keys' or 'prefix', not both and not neither")
     webhook_url = _check_webhook(session, settings, tenant_id, webhook_url)
+    request = {
+        "model": model,
+        "bucket": bucket,
+        "keys": list(keys or []),
+        "prefix": prefix,
+        "options": normalised,
+        "webhook": webhook_url,
+    }
+    digest = idempotency.request_digest(request)
+    scoped_key = idempotency.scoped(tenant_id, idempotency_key)
+    if scoped_key and (existing := _first_batch(session, scoped_key, digest)) is not None:
+        return existing, False
+    keys = _batch_keys(settings, storage, bucket, keys, prefix, tenant_id)
+    check_active(session, caller, len(keys))
+    try:
+        batch, job_ids = repository.create_batch(
+            session,
+            model=model,
+            options=normalised,
+            inputs=[(bucket, key) for key in keys],
+            input_prefix=prefix,
+            tenant_id=tenant_id,
+            webhook_url=webhook_url,
+            idempotency_key=scoped_key,
+            request_digest=digest if scoped_key else None,
+        )
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # the same key raced in from another request, which won
+        existing = _first_batch(session, scoped_key or "", digest)
+        if existing is None:
+            raise
+        return existing, False
+    dispatcher.dispatch([(job_id, family) for job_id in job_ids])
+    return batch, True
+
+
+def _batch_keys(
+    settings: Settings,
+    storage: Storage,
+    bucket: str,
+    keys: Sequence[str] | None,
+    prefix: str | None,
+    tenant_id: str,
+) -> list[str]:
+    """The batch's input keys, checked: the list given, or every object under the prefix."""
     if prefix is not None:
         _check_bucket(settings, bucket)
         if prefix:
@@ -176,19 +247,7 @@ def submit_batch(
         raise InvalidRequest(f"a batch holds at most {settings.max_batch_size} images")
     for key in keys:
         _check_input(settings, bucket, key, tenant_id)
-    check_active(session, caller, len(keys))
-    batch, job_ids = repository.create_batch(
-        session,
-        model=model,
-        options=normalised,
-        inputs=[(bucket, key) for key in keys],
-        input_prefix=prefix,
-        tenant_id=tenant_id,
-        webhook_url=webhook_url,
-    )
-    session.commit()
-    dispatcher.dispatch([(job_id, family) for job_id in job_ids])
-    return batch
+    return list(keys)
 
 
 def cancel_job(session: Session, job_id: uuid.UUID, tenant_id: str | None = None) -> Job:

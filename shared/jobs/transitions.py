@@ -42,7 +42,8 @@ def _transition(
 
 def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> Job | None:
     """queued -> running, returning the claimed job in the same round trip; None when another
-    delivery already took it or it was cancelled."""
+    delivery already took it or it was cancelled. The previous attempt's error stays (the API
+    shows it as ``last_error``) until the job finishes."""
     now = utcnow()
     return session.scalars(
         _conditional(
@@ -54,8 +55,6 @@ def claim(session: Session, job_id: uuid.UUID, worker_host: str) -> Job | None:
             started_at=now,
             heartbeat_at=now,
             progress=0.0,
-            error_code=None,
-            error_message=None,
         ).returning(Job)
     ).one_or_none()
 
@@ -129,6 +128,8 @@ def succeed(
         job_id,
         [JobStatus.running],
         status=JobStatus.succeeded,
+        error_code=None,  # an earlier attempt's error is history once the job succeeds
+        error_message=None,
         output_bucket=output_bucket,
         output_key=output_key,
         progress=1.0,

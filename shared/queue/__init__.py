@@ -4,7 +4,7 @@ committed jobs or not (``dispatch``), and reading what Redis still holds (``cont
 Messages carry job ids only; the database says everything else about a job.
 """
 
-from shared.queue.app import RESTORE_TASK, get_celery, make_celery
+from shared.queue.app import FRONT, NORMAL, RESTORE_TASK, get_celery, make_celery, queue_lists
 from shared.queue.contents import (
     UNACKED_INDEX_KEY,
     UNACKED_KEY,
@@ -15,6 +15,9 @@ from shared.queue.dispatch import CeleryDispatcher, Dispatcher, NoDispatch, make
 from shared.queue.publish import PUBLISH_BATCH, broker_reachable, enqueue_restore
 
 __all__ = [
+    "FRONT",
+    "NORMAL",
+    "queue_lists",
     "PUBLISH_BATCH",
     "RESTORE_TASK",
     "UNACKED_INDEX_KEY",

@@ -15,6 +15,18 @@ from shared.config import Settings, get_settings
 
 RESTORE_TASK = "darkroom.restore"
 
+FRONT, NORMAL = 0, 3
+"""Message priorities. Every new job is sent at ``NORMAL``; a job handed back (its worker died)
+or re-sent (the broker lost it) is sent at ``FRONT``, so it runs next instead of waiting behind
+the rest of its batch. Redis has no priorities of its own: kombu keeps one list per priority,
+``<queue>`` for ``FRONT`` and ``<queue>:3`` for ``NORMAL``, and workers pop them in that order."""
+PRIORITY_SEP = ":"
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s messages, the ones served first first."""
+    return [queue, f"{queue}{PRIORITY_SEP}{NORMAL}"]
+
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("darkroom", broker=settings.broker_url, set_as_current=False)
@@ -29,7 +41,11 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "priority_steps": [FRONT, NORMAL],
+            "sep": PRIORITY_SEP,
+        },
         broker_connection_retry_on_startup=True,
         # A request must not hang on a dead broker: the reconciler sends what fails here.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},

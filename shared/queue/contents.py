@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 import redis
 
+from shared.queue.app import queue_lists
+
 log = logging.getLogger(__name__)
 
 UNACKED_KEY = "unacked"
@@ -52,7 +54,8 @@ def job_ids_in_broker(
         return None
     client = redis.Redis.from_url(broker_url)
     try:
-        messages = [m for queue in queues for m in client.lrange(queue, 0, -1)]
+        lists = [name for queue in queues for name in queue_lists(queue)]
+        messages = [m for name in lists for m in client.lrange(name, 0, -1)]
         unacked = client.hgetall(UNACKED_KEY)
         if delivered_within_s is not None:
             cutoff = time.time() - delivered_within_s
@@ -70,6 +73,8 @@ def queue_depths(broker_url: str, queues: Iterable[str]) -> dict[str, int] | Non
         return None
     client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        return {queue: int(client.llen(queue)) for queue in queues}
+        return {
+            queue: sum(int(client.llen(name)) for name in queue_lists(queue)) for queue in queues
+        }
     finally:
         client.close()

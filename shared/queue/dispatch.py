@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
-    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None: ...
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]], *, front: bool = False) -> None:
+        """Send committed jobs (id, model family); ``front``: ahead of the jobs waiting."""
+
     def check(self) -> None: ...
 
 
@@ -30,14 +32,14 @@ class CeleryDispatcher:
         self._settings = settings
         self.app = make_celery(settings)
 
-    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]], *, front: bool = False) -> None:
         """Send after commit. If the broker is down the jobs are already safe in the database
         as ``queued``: the workers' reconciler sends them once the broker is back, so the
         request that created them still succeeds."""
         if not items:
             return
         try:
-            enqueue_restore(self.app, self._settings, items)
+            enqueue_restore(self.app, self._settings, items, front=front)
         except (BrokerError, ConnectionError, OSError) as exc:
             log.warning("broker unreachable, %d jobs left for the reconciler: %s", len(items), exc)
 
@@ -48,7 +50,7 @@ class CeleryDispatcher:
 class NoDispatch:
     """Embedded mode: jobs stay queued in the database until an in-process worker runs them."""
 
-    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]], *, front: bool = False) -> None:
         return None
 
     def check(self) -> None:

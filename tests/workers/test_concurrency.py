@@ -154,7 +154,7 @@ def _submit(settings: Settings, s3: Any, count: int, dispatcher: Any, size=(48, 
         s3.put_object(Bucket=settings.input_bucket, Key=key, Body=body)
     storage = make_storage(settings)
     with session_factory(settings.database_url)() as session:
-        batch = jobs.submit_batch(
+        batch, _ = jobs.submit_batch(
             session, settings, dispatcher, storage, ModelStore(settings, storage),
             model="mirnet-lol", keys=keys,
         )  # fmt: skip

@@ -105,7 +105,7 @@ def _upload_and_submit(
 
     storage = make_storage(settings)
     with sessions() as session:
-        batch = jobs.submit_batch(
+        batch, _ = jobs.submit_batch(
             session, settings, make_dispatcher(settings), storage,
             ModelStore(settings, storage), model="mirnet-lol", prefix=prefix,
         )  # fmt: skip

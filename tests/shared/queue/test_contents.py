@@ -15,6 +15,8 @@ from shared.queue import (
     enqueue_restore,
     job_ids_in_broker,
     make_celery,
+    queue_depths,
+    queue_lists,
 )
 
 
@@ -27,7 +29,7 @@ def test_job_ids_in_queues_and_in_flight_are_found(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     queue = settings.queue_for("darkroom")
     # What a worker holds: the message leaves the list and waits, unacknowledged, in a hash.
-    message = client.rpop(queue)
+    message = client.rpop(queue_lists(queue)[-1])  # new jobs wait at normal priority
     tag = f"tag-{uuid.uuid4()}"
     client.hset(UNACKED_KEY, tag, json.dumps([json.loads(message), "", queue]))
     try:
@@ -35,7 +37,7 @@ def test_job_ids_in_queues_and_in_flight_are_found(redis_url: str) -> None:
         assert found is not None and {str(waiting), str(in_flight)} <= found
     finally:
         client.hdel(UNACKED_KEY, tag)
-        client.delete(queue)
+        client.delete(*queue_lists(queue))
 
 
 def test_other_brokers_are_not_read() -> None:
@@ -54,7 +56,7 @@ def test_a_message_delivered_long_ago_to_a_worker_that_never_claimed_it_does_not
     queue = settings.queue_for("darkroom")
     tags = {}
     for delivered_at in (time.time() - 600, time.time()):  # oldest message first
-        message = client.rpop(queue)
+        message = client.rpop(queue_lists(queue)[-1])
         tag = f"tag-{uuid.uuid4()}"
         client.hset(UNACKED_KEY, tag, json.dumps([json.loads(message), "", queue]))
         client.zadd(UNACKED_INDEX_KEY, {tag: delivered_at})
@@ -67,3 +69,21 @@ def test_a_message_delivered_long_ago_to_a_worker_that_never_claimed_it_does_not
     finally:
         client.hdel(UNACKED_KEY, *tags)
         client.zrem(UNACKED_INDEX_KEY, *tags)
+
+
+def test_jobs_sent_to_the_front_wait_in_the_list_workers_pop_first(redis_url: str) -> None:
+    settings = Settings(broker_url=redis_url, queue_prefix=f"broker-{uuid.uuid4().hex[:6]}")
+    app = make_celery(settings)
+    normal, handed_back = uuid.uuid4(), uuid.uuid4()
+    enqueue_restore(app, settings, [(normal, "darkroom")])
+    enqueue_restore(app, settings, [(handed_back, "darkroom")], front=True)
+    queue = settings.queue_for("darkroom")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        first, waiting = queue_lists(queue)
+        assert (client.llen(first), client.llen(waiting)) == (1, 1)
+        assert str(handed_back) in client.lindex(first, 0).decode()
+        assert queue_depths(redis_url, [queue]) == {queue: 2}
+        assert {str(normal), str(handed_back)} <= (job_ids_in_broker(redis_url, [queue]) or set())
+    finally:
+        client.delete(*queue_lists(queue))

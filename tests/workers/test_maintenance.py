@@ -1,0 +1,83 @@
+"""The reaper hands a lost job back to the front of its queue, and the API tells its last
+attempt's error apart from an outcome."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from shared import jobs
+from shared.db.engine import session_factory
+from shared.db.tables import Job, JobStatus, utcnow
+from shared.queue import Dispatcher, make_dispatcher
+from tests import services
+from tests.conftest import jpeg_bytes, settings_from_env
+from tests.faults import submit_photos
+from workers import maintenance
+from workers.pipeline import WorkerContext
+
+
+class Recording:
+    """The real dispatcher, remembering how it was asked to send."""
+
+    def __init__(self, inner: Dispatcher) -> None:
+        self.inner = inner
+        self.calls: list[tuple[list[tuple[uuid.UUID, str]], bool]] = []
+
+    def dispatch(self, items: Sequence[tuple[uuid.UUID, str]], *, front: bool = False) -> None:
+        self.calls.append((list(items), front))
+        self.inner.dispatch(items, front=front)
+
+    def check(self) -> None:
+        self.inner.check()
+
+
+def test_a_job_handed_back_by_the_reaper_runs_before_the_jobs_still_waiting(
+    service_env: dict[str, str], s3: object, client: TestClient, tmp_path: Path
+) -> None:
+    # Only this test's job is stale enough (a year) for this reaper: others' are left alone.
+    env = {
+        **service_env,
+        "DARKROOM_QUEUE_PREFIX": f"darkroom-order-{uuid.uuid4().hex[:6]}",
+        "DARKROOM_STALE_AFTER_S": str(30 * 24 * 3600),
+    }
+    settings = settings_from_env(env)
+    ids = submit_photos(env, s3, [(f"order/{i}.jpg", jpeg_bytes(seed=i)) for i in range(4)])
+    lost = ids[-1]  # sent last, so it would run last
+    sessions = session_factory(settings.database_url)
+    with sessions.begin() as session:  # a worker took it, then died without a trace
+        assert jobs.claim(session, lost, "a-worker-that-died") is not None
+        session.execute(
+            update(Job).where(Job.id == lost).values(heartbeat_at=utcnow() - timedelta(days=365))
+        )
+    dispatcher = Recording(make_dispatcher(settings))
+    assert maintenance.reap_once(WorkerContext.build(settings), dispatcher) == 1
+    assert dispatcher.calls == [([(lost, "mirnet")], True)]
+
+    handed_back = client.get(f"/v1/jobs/{lost}").json()
+    assert handed_back["status"] == "queued"
+    assert handed_back["error"] is None
+    assert handed_back["last_error"]["code"] == "worker_lost"
+
+    worker = services.start_worker(env, tmp_path / "worker.log")
+    try:
+        finished = [
+            services.wait_until(
+                lambda job_id=job_id: client.get(f"/v1/jobs/{job_id}").json(),
+                120,
+                message=f"job {job_id} to finish",
+                until=lambda body: JobStatus(body["status"]).finished,
+            )
+            for job_id in ids
+        ]
+    finally:
+        services.stop(worker)
+    assert [body["status"] for body in finished] == ["succeeded"] * 4
+    started = sorted(finished, key=lambda body: body["started_at"])
+    assert started[0]["id"] == str(lost)
+    assert all(body["error"] is None and body["last_error"] is None for body in finished)
