@@ -191,7 +191,13 @@ class BatchOut(BaseModel):
 class UploadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filename: str = Field(min_length=1, max_length=255)
+    filename: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="The file's name, or its path relative to an archive's root "
+        "('dim/a/2.png'): the folders are kept in the upload's key and in the result's key. "
+        "Unsafe characters become '_'; '.' and '..' parts are dropped.",
+    )
     content_type: str | None = Field(default=None, max_length=255)
 
 
@@ -201,7 +207,10 @@ class UploadOut(BaseModel):
     url: str = Field(description="PUT the file's bytes to this URL, then POST /v1/jobs.")
     method: str = "PUT"
     expires_in_s: int
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(
+        description="Headers the PUT must send exactly as given (the signature covers them): "
+        "Content-Type when the request named one."
+    )
 
 
 class ModelOut(BaseModel):

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 def create_upload(
     body: UploadCreate, settings: SettingsDep, storage: StorageDep, caller: CallerDep
 ) -> UploadOut:
-    key = upload_key(body.filename, caller.tenant_id)
+    key = upload_key(body.filename, caller.tenant_id, keep_folders=True)
     bucket = settings.input_bucket
     url = storage.presign_put(bucket, key, settings.presign_expiry_s, body.content_type)
     headers = {"Content-Type": body.content_type} if body.content_type else {}

@@ -209,11 +209,13 @@ class ModelStore:
 
 def unavailable(entry: ModelEntry, store: ModelStore) -> ModelUnavailable:
     where = " or ".join(entry.source_urls) or "its publisher"
+    local = (store.local_dir / entry.weights_file).resolve()
+    # With a model bucket, workers fetch from it; without one the folder is the store.
+    shared_copy = f", or upload it to {store.describe(entry.weights_file)}" if store.remote else ""
     return ModelUnavailable(
         f"weights for model {entry.name!r} are not installed: run `darkroom models pull "
         f"{entry.name}`, or download the published checkpoint from {where} and save it as "
-        f"{(store.local_dir / entry.weights_file).resolve()} (the folder is set by "
-        f"DARKROOM_MODEL_DIR) or {store.describe(entry.weights_file)}"
+        f"{local} (the folder is set by DARKROOM_MODEL_DIR){shared_copy}"
     )
 
 

@@ -11,8 +11,10 @@ from sqlalchemy.engine import make_url
 from shared.config import Settings, get_settings
 from shared.db.migrate import upgrade_embedded
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a long line (a path, a URL, an error message) stays one line, as a person copies
+# it and as scripts read it, instead of being broken at the terminal's width.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def load_settings() -> Settings:

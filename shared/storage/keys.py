@@ -11,7 +11,7 @@ from shared.config import DEFAULT_TENANT
 from shared.errors import InvalidRequest
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_UPLOAD_KEY = re.compile(r"^(tenants/[a-z0-9-]+/)?uploads/[0-9a-f]{12,32}/.+$")
+_UPLOAD_KEY = re.compile(r"^(tenants/[a-z0-9-]+/)?uploads/[0-9a-f]{12,32}/(?P<path>.+)$")
 
 
 def validate_key(key: str) -> str:
@@ -39,8 +39,24 @@ def safe_filename(name: str) -> str:
     return cleaned[:200]
 
 
-def upload_key(filename: str, tenant_id: str = DEFAULT_TENANT) -> str:
-    return f"{object_prefix(tenant_id)}uploads/{uuid.uuid4().hex}/{safe_filename(filename)}"
+def safe_relative_path(path: str, *, max_depth: int = 16) -> str:
+    """A relative path (``dim/a/2.png``) safe to put in an object key: each folder and the
+    name made safe as :func:`safe_filename` makes names, ``.``/``..`` and empty parts dropped
+    (a path can only go down), at most ``max_depth`` parts deep."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p.strip() not in ("", ".", "..")]
+    if not parts:
+        return safe_filename(path)
+    kept = parts[-max_depth:]
+    return "/".join(safe_filename(part) for part in kept)
+
+
+def upload_key(
+    filename: str, tenant_id: str = DEFAULT_TENANT, *, keep_folders: bool = False
+) -> str:
+    """A fresh key for an upload, under ``uploads/<random>/``; with ``keep_folders`` the name
+    may be a relative path whose folders are kept (an archive's structure survives)."""
+    name = safe_relative_path(filename) if keep_folders else safe_filename(filename)
+    return f"{object_prefix(tenant_id)}uploads/{uuid.uuid4().hex}/{name}"
 
 
 def is_upload_key(key: str) -> bool:
@@ -49,6 +65,10 @@ def is_upload_key(key: str) -> bool:
 
 
 def result_key(tenant_id: str, job_id: uuid.UUID, input_key: str, extension: str) -> str:
-    """Deterministic, so a redelivered job overwrites its own result instead of adding one."""
-    stem = PurePosixPath(input_key).stem or "image"
-    return f"{object_prefix(tenant_id)}results/{job_id}/{stem}{extension}"
+    """Deterministic, so a redelivered job overwrites its own result instead of adding one.
+    An upload's folders inside its upload (``uploads/<random>/dim/a/2.png``) are kept:
+    ``results/<job>/dim/a/2.<ext>``; any other input keeps only its name."""
+    match = _UPLOAD_KEY.match(input_key)
+    relative = PurePosixPath(match.group("path") if match else PurePosixPath(input_key).name)
+    stem = relative.stem or "image"
+    return f"{object_prefix(tenant_id)}results/{job_id}/{relative.with_name(stem + extension)}"

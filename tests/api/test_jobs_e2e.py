@@ -209,6 +209,23 @@ def test_multipart_upload_and_presigned_upload(
     assert wait_job(job["id"])["status"] == "succeeded"
 
 
+def test_an_upload_keeps_its_folders_in_its_key_and_its_result(
+    client: TestClient, settings: Settings, wait_job
+) -> None:
+    upload = client.post("/v1/uploads", json={"filename": "dim/a/2.png"}).json()
+    assert upload["key"].startswith("uploads/") and upload["key"].endswith("/dim/a/2.png")
+    assert upload["headers"] == {}
+    png = io.BytesIO()
+    Image.open(io.BytesIO(jpeg_bytes((32, 24)))).save(png, "PNG")
+    assert httpx.put(upload["url"], content=png.getvalue()).status_code == 200
+    job = client.post("/v1/jobs", json={"input_key": upload["key"], "model": "mirnet-lol"}).json()
+    done = wait_job(job["id"])
+    assert done["status"] == "succeeded"
+    assert done["result"]["key"] == f"results/{job['id']}/dim/a/2.png"
+    unsafe = client.post("/v1/uploads", json={"filename": "../x/./ночь/3.jpg"}).json()
+    assert unsafe["key"].endswith("/x/upload/3.jpg") and ".." not in unsafe["key"]
+
+
 def test_default_model_is_darkroom_night_and_brightens(
     client: TestClient, s3, settings: Settings, wait_job
 ) -> None:

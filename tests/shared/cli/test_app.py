@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from shared.cli import app
+from shared.config import get_settings
 
 GROUPS = ["db", "models", "tenants", "keys"]
 COMMANDS = ["serve", "worker", "cleanup", "submit", "status", "eval"]
@@ -25,3 +28,16 @@ def test_the_top_level_help_lists_every_command_and_group() -> None:
     output = CliRunner().invoke(app, ["--help"]).output
     for name in GROUPS + COMMANDS:
         assert f"\n  {name} " in output, name
+
+
+def test_long_lines_are_not_broken_at_the_terminal_width(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-long-folder-name-" * 4) / "darkroom.db"
+    url = f"sqlite:///{deep}"
+    deep.parent.mkdir(parents=True)
+    get_settings.cache_clear()  # the command reads the environment given here
+    try:
+        result = CliRunner().invoke(app, ["db", "upgrade"], env={"DARKROOM_DATABASE_URL": url})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines() == [f"database at {url} is at revision head"]
