@@ -1,5 +1,5 @@
 """``darkroom``, the command line: one module per command group (``run``, ``photos``,
-``evaluate``, ``database``, ``models``, ``tenants``), assembled in ``app``."""
+``evaluate``, ``database``, ``storage``, ``models``, ``tenants``), assembled in ``app``."""
 
 from shared.cli.app import app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import database, evaluate, models, photos, run, tenants
+from shared.cli import database, evaluate, models, photos, run, storage, tenants
 
 HELP = """Restore dark, noisy, shaken photos: run the API or a worker, submit photos, follow
 jobs, manage models, tenants and the database.
@@ -28,6 +28,7 @@ app.command()(photos.submit)
 app.command()(photos.status)
 app.command("eval")(evaluate.evaluate)
 app.add_typer(database.app, name="db")
+app.add_typer(storage.app, name="buckets")
 app.add_typer(models.app, name="models")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(tenants.keys_app, name="keys")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from shared.cli import app
 from shared.config import get_settings
 
-GROUPS = ["db", "models", "tenants", "keys"]
+GROUPS = ["db", "buckets", "models", "tenants", "keys"]
 COMMANDS = ["serve", "worker", "cleanup", "submit", "status", "eval"]
 MARKUP = ["``", ":class:", ":func:", "[bold]", "[red]", "╭", "│"]
 
