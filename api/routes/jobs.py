@@ -52,6 +52,9 @@ _JOB_BODY = {
 }
 
 
+_FORM_FIELDS = ("file", "model", "options", "webhook_url")
+
+
 def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
     link = jobs.result_link(settings, storage, job)
     return JobOut.from_job(
@@ -71,6 +74,14 @@ async def _read_job_request(
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidRequest("multipart requests need a 'file' part")
+        # As strict as the JSON body (extra="forbid"): a field the API does not know, or one
+        # given twice, is the client's mistake to hear about, not to have half-ignored.
+        unknown = sorted(repr(name) for name in set(form.keys()) - set(_FORM_FIELDS))
+        if unknown:
+            raise InvalidRequest(f"unknown multipart fields: {', '.join(unknown)}")
+        repeated = [name for name in _FORM_FIELDS if len(form.getlist(name)) > 1]
+        if repeated:
+            raise InvalidRequest(f"multipart fields given more than once: {', '.join(repeated)}")
         data = await upload.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise PayloadTooLarge(

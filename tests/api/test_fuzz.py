@@ -7,6 +7,11 @@ that breaks the documented schema, status codes, headers or content types fails 
 One check is left out: "schema-valid data must be accepted". Some rules cannot be written in
 JSON Schema (a batch takes keys *or* a prefix; a model must exist in the catalogue; a key must
 sit under the tenant's prefix), so valid-looking requests are rightly refused with 4xx.
+
+And for multipart bodies only, "schema-violating data must be refused" is left out too: a form
+field has no JSON type, so a generated "array" reaches the server as repeated parts (refused),
+as a nameless part (refused) or, when empty, as no part at all: a valid request that must be
+accepted. Everything else is still checked for multipart (no 5xx, documented answers).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from api.app import create_app
 from shared import tenants
@@ -67,4 +72,7 @@ def _report() -> Iterator[None]:
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     response = case.call(headers=_auth)
     _seen[str(response.status_code)] += 1
-    case.validate_response(response, excluded_checks=[positive_data_acceptance])
+    excluded = [positive_data_acceptance]
+    if case.media_type == "multipart/form-data":
+        excluded.append(negative_data_rejection)
+    case.validate_response(response, excluded_checks=excluded)

@@ -15,7 +15,7 @@ from shared import jobs
 from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import JobStatus
-from shared.queue import make_dispatcher, queue_lists
+from shared.queue import make_celery, make_dispatcher, queue_lists
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
 from tests.faults import submit_photos, tally
@@ -231,7 +231,9 @@ def test_a_message_redelivered_while_its_job_runs_elsewhere_is_skipped(
             tag for tag, raw in broker.hgetall("unacked").items() if str(job_id).encode() in raw
         ]
         assert len(tags) == 1 and _status(settings, job_id).status == JobStatus.running
-        with Connection(settings.broker_url) as conn:
+        # With the workers' own transport options: they say which list a priority lives in.
+        options = make_celery(settings).conf.broker_transport_options
+        with Connection(settings.broker_url, transport_options=options) as conn:
             conn.default_channel.qos.restore_by_tag(tags[0])  # type: ignore[attr-defined]
         services.wait_until(
             lambda: f"job {job_id} is not queued any more" in (tmp_path / "second.log").read_text(),

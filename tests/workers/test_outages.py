@@ -272,7 +272,7 @@ def test_s3_errors_for_a_while_are_retried_with_backoff_and_every_job_succeeds(
 # or while it wrote the result. The library's own words after it (botocore's, which change
 # between versions and with timing) are not part of the check.
 _STORAGE_SAYS = {
-    "http_503": "object store error on s3://{input_bucket}/{input_key}: ",
+    "http_503": "reading s3://{input_bucket}/{input_key} failed: ",
     "stall": "reading s3://{input_bucket}/{input_key} failed: ",
     "refuse": "reading s3://{input_bucket}/{input_key} failed: ",
     "truncate": "writing s3://{output_bucket}/results/{job_id}/",
