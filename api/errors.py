@@ -73,7 +73,6 @@ def _body(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
 async def _darkroom_error(request: Request, exc: DarkroomError) -> JSONResponse:
     # The object store's failures are the API's 503: the request may succeed when it is back.
     code = ErrorCode.storage_unavailable if isinstance(exc, StorageError) else exc.code
-    http_status = status.HTTP_503_SERVICE_UNAVAILABLE if isinstance(exc, StorageError) else None
     if exc.http_status >= 500:
         log.warning("%s: %s (request %s)", code, exc.message, _id(request))
     headers = {}
@@ -82,7 +81,7 @@ async def _darkroom_error(request: Request, exc: DarkroomError) -> JSONResponse:
     elif isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
-        status_code=http_status or exc.http_status,
+        status_code=exc.http_status,
         content=_body(code, exc.message),
         headers=headers,
     )

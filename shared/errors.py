@@ -20,7 +20,8 @@
     ├── PayloadTooLarge           413
     ├── RateLimited               429  over the tenant's rate; carries retry_after_s
     │   └── QuotaExceeded              over the tenant's ceiling of unfinished jobs
-    ├── StorageError              502  retryable: the object store failed or timed out
+    ├── StorageError              503  retryable: the object store failed or timed out (the
+    │                                  API says storage_unavailable, a job records storage_error)
     ├── DatabaseUnavailable       503  retryable: the database is unreachable
     ├── TimeLimitExceeded         --   a job ran past the soft time limit
     ├── WorkerLost                --   a job's worker stopped sending heartbeats
@@ -180,7 +181,7 @@ class QuotaExceeded(RateLimited):
 
 class StorageError(DarkroomError):
     code = ErrorCode.storage_error
-    http_status = 502
+    http_status = 503
     retryable = True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from shared.errors import IdempotencyKeyReused
 
@@ -26,15 +26,22 @@ def request_digest(request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_same_request(
-    scoped_key: str, first_digest: str | None, digest: str, what: str, first_id: object
-) -> None:
-    """Refuse a key whose first request was a different one. A row stored before digests
-    were recorded (``first_digest`` None) cannot be compared and is answered as before."""
-    if first_digest is not None and first_digest != digest:
-        key = scoped_key.split("/", 1)[1]
+class FirstUse(Protocol):
+    id: Any
+    request_digest: str | None
+
+
+_Row = TypeVar("_Row", bound=FirstUse)
+
+
+def first_use(found: _Row | None, key: str, digest: str, what: str) -> _Row | None:
+    """The job or batch ``key`` was first used for (None: a new key). Refused when that first
+    request was a different one; a row stored before digests were recorded (no digest) cannot
+    be compared and is answered as before."""
+    if found is not None and found.request_digest not in (None, digest):
         raise IdempotencyKeyReused(
             f"Idempotency-Key {key!r} was already used for a different request ({what} "
-            f"{first_id}); send the same request to get that {what} again, or use a new key "
+            f"{found.id}); send the same request to get that {what} again, or use a new key "
             "for a new request"
         )
+    return found

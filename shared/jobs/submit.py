@@ -119,7 +119,7 @@ def submit_job(
     request = {"model": model, "input": input_id, "options": normalised, "webhook": webhook_url}
     digest = idempotency.request_digest(request)
     scoped_key = idempotency.scoped(tenant_id, idempotency_key)
-    if scoped_key and (existing := _first_job(session, scoped_key, digest)) is not None:
+    if scoped_key and (existing := _first_job(session, scoped_key, idempotency_key, digest)):
         return existing, False
     check_active(session, caller, 1)
     try:
@@ -138,7 +138,7 @@ def submit_job(
     except IntegrityError:
         # Two requests with the same key raced; the other one won.
         session.rollback()
-        existing = _first_job(session, scoped_key or "", digest)
+        existing = _first_job(session, scoped_key or "", idempotency_key, digest)
         if existing is None:
             raise
         return existing, False
@@ -146,22 +146,14 @@ def submit_job(
     return job, True
 
 
-def _first_job(session: Session, scoped_key: str, digest: str) -> Job | None:
-    existing = repository.find_by_idempotency_key(session, scoped_key)
-    if existing is not None:
-        idempotency.check_same_request(
-            scoped_key, existing.request_digest, digest, "job", existing.id
-        )
-    return existing
+def _first_job(session: Session, scoped_key: str, key: str | None, digest: str) -> Job | None:
+    found = repository.find_by_idempotency_key(session, scoped_key)
+    return idempotency.first_use(found, key or "", digest, "job")
 
 
-def _first_batch(session: Session, scoped_key: str, digest: str) -> Batch | None:
-    existing = repository.find_batch_by_idempotency_key(session, scoped_key)
-    if existing is not None:
-        idempotency.check_same_request(
-            scoped_key, existing.request_digest, digest, "batch", existing.id
-        )
-    return existing
+def _first_batch(session: Session, scoped_key: str, key: str | None, digest: str) -> Batch | None:
+    found = repository.find_batch_by_idempotency_key(session, scoped_key)
+    return idempotency.first_use(found, key or "", digest, "batch")
 
 
 def submit_batch(
@@ -198,7 +190,7 @@ def submit_batch(
     }
     digest = idempotency.request_digest(request)
     scoped_key = idempotency.scoped(tenant_id, idempotency_key)
-    if scoped_key and (existing := _first_batch(session, scoped_key, digest)) is not None:
+    if scoped_key and (existing := _first_batch(session, scoped_key, idempotency_key, digest)):
         return existing, False
     keys = _batch_keys(settings, storage, bucket, keys, prefix, tenant_id)
     check_active(session, caller, len(keys))
@@ -217,7 +209,7 @@ def submit_batch(
         session.commit()
     except IntegrityError:
         session.rollback()  # the same key raced in from another request, which won
-        existing = _first_batch(session, scoped_key or "", digest)
+        existing = _first_batch(session, scoped_key or "", idempotency_key, digest)
         if existing is None:
             raise
         return existing, False
