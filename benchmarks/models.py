@@ -102,13 +102,14 @@ class ModelPass:
             self.batches.append(batch)  # made outside inference mode, as in a job
             return batch
 
-        tiled_forward(record, image, config=restorer.tiles, size=restorer.size)
+        tiles_from, _ = restorer.forward_for(image)
+        tiled_forward(record, tiles_from, config=restorer.tiles, size=restorer.size)
         self.tile_pixels = sum(b.shape[0] * b.shape[2] * b.shape[3] for b in self.batches)
         """Pixels the model sees per pass: more than the photo's, as tiles overlap."""
 
     def run(self) -> None:
         with torch.inference_mode():
-            forward = self.restorer.forward_for(self.image)
+            _, forward = self.restorer.forward_for(self.image)
             for batch in self.batches:
                 forward(batch, None)
 

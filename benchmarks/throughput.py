@@ -119,7 +119,8 @@ def reference_recipe(restorer: TiledRestorer, photos: list[bytes]) -> tuple[Rate
         array = np.asarray(small, dtype=np.float32) / 255.0
         image = torch.from_numpy(array.transpose(2, 0, 1).copy())[None].to(device)
         with torch.inference_mode():
-            restored = restorer.forward_for(image)(image, None).clamp(0, 1).cpu()
+            tiles_from, forward = restorer.forward_for(image)
+            restored = forward(tiles_from, None).clamp(0, 1).cpu()
         out_megapixels = restored.shape[-1] * restored.shape[-2] / 1e6
     seconds = time.perf_counter() - start
     return Rate(len(photos) / seconds, pixels_in / 1e6 / seconds), out_megapixels

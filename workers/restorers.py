@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -31,6 +30,14 @@ from workers.acceleration import AcceleratedForward, accelerate, choose, to_devi
 from workers.archs import ARCHITECTURES, OwnArchitecture, tile_requirements
 from workers.batching import DIRECT, DeviceRunner
 from workers.padding import SizeRequirements
+from workers.photo_passes import (
+    ExposureNetwork,
+    LocalExposureNetwork,
+    PhotoPass,
+    autocast,
+    global_gain,
+    local_exposure,
+)
 from workers.tile_plan import TileConfig, full_batches_shape
 from workers.tiling import restore_with_oom_fallback, tiled_forward
 
@@ -81,11 +88,6 @@ def half_dtype(
     )
 
 
-def autocast(dtype: torch.dtype | None, device: torch.device) -> AbstractContextManager[object]:
-    """Autocast to ``dtype`` (from :func:`half_dtype`), or nothing for full precision."""
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-
-
 class TiledRestorer:
     """Full resolution, never downsized (the reference MIRNet project resizes to 400 px)."""
 
@@ -99,7 +101,7 @@ class TiledRestorer:
         scale_for: Callable[[str | None], int],
         tiles: TileConfig,
         nbytes: int,
-        prepare: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+        prepare: Callable[[torch.Tensor], PhotoPass] | None = None,
         accelerated: AcceleratedForward | None = None,
     ) -> None:
         self.name = name
@@ -113,18 +115,20 @@ class TiledRestorer:
         self.accelerated = accelerated
         """The model's fast path (``workers.acceleration``); None: it runs as written."""
 
-    def per_photo(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What the model takes once per photo besides its tiles (the night model's exposure,
-        ``1 x ...`` each), from a pass over the whole of ``image`` (1 x 3 x H x W)."""
-        return self._prepare(image) if self._prepare else ()
+    def per_photo(self, image: torch.Tensor) -> PhotoPass:
+        """The whole-photo pass the model needs before its tiles, on ``image`` (1 x 3 x H x W):
+        what is cut into tiles (the photo itself, or the night model v2's exposed photo) and
+        what every tile takes besides (the night model v1's exposure, ``1 x ...`` each)."""
+        return self._prepare(image) if self._prepare else PhotoPass(image)
 
-    def forward_for(self, image: torch.Tensor) -> Forward:
-        """What runs on each batch of tiles of ``image`` (1 x 3 x H x W, on the device): the
-        model alone, after any whole-photo pass it needs (the night model's exposure). The
-        throughput benchmark times it on tiles already on the device: the model's own limit.
-        """
-        extras = self.per_photo(image)
-        return lambda batch, task: self._forward(batch, task, *_per_sample(extras, batch))
+    def forward_for(self, image: torch.Tensor) -> tuple[torch.Tensor, Forward]:
+        """What the tiles of ``image`` (1 x 3 x H x W, on the device) are cut from, and what
+        runs on each batch of them: the model alone, after the whole-photo pass it needs. The
+        benchmarks time it on tiles already on the device: the model's own limit."""
+        photo = self.per_photo(image)
+        return photo.tiles_from, lambda batch, task: self._forward(
+            batch, task, *_per_sample(photo.extras, batch)
+        )
 
     def restore(
         self,
@@ -135,7 +139,8 @@ class TiledRestorer:
     ) -> np.ndarray:
         height, width = pixels.shape[:2]
         image = to_device(pixels, self.device)
-        extras = runner.alone(lambda: self.per_photo(image)) if self._prepare else ()
+        photo = runner.alone(lambda: self.per_photo(image)) if self._prepare else PhotoPass(image)
+        extras = photo.extras
 
         def forward(batch: torch.Tensor, *per_sample: torch.Tensor) -> torch.Tensor:
             return self._forward(batch, task, *per_sample)
@@ -147,7 +152,7 @@ class TiledRestorer:
         def run(config: TileConfig) -> torch.Tensor:
             return tiled_forward(
                 model,
-                image,
+                photo.tiles_from,
                 scale=self._scale_for(task),
                 config=config,
                 size=self.size,
@@ -205,48 +210,6 @@ def _own_architecture(entry: ModelEntry) -> OwnArchitecture | None:
     return own
 
 
-GAIN_PIECE_MIN = 256
-"""Smallest side of the pieces the night model's exposure statistics are gathered on."""
-
-
-class _ExposureNetwork(Protocol):
-    """What the whole-photo exposure pass needs of a network (``NightNAFNet`` has it)."""
-
-    def gain_stats(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def log_gain_from_stats(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor: ...
-
-
-def _global_gain(
-    model: _ExposureNetwork, entry: ModelEntry, dtype: torch.dtype | None
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
-    """The night model picks an exposure from the whole frame; tile by tile, every tile would
-    pick its own. Estimate it once on the whole photo and give it to every tile."""
-
-    def prepare(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not entry.tile or max(image.shape[-2:]) <= entry.tile:
-            return ()  # one tile: the model already sees the whole photo
-        # The gain head averages over positions, so sums over pieces of the photo add up to
-        # the whole photo's; pieces of one tile keep memory bounded at full resolution. The
-        # last piece of a row or column can be as thin as one pixel: the network pads it
-        # (``workers.padding.pad_to``), by replicating where reflection does not fit.
-        step = max(entry.tile, GAIN_PIECE_MIN)
-        sums: torch.Tensor | None = None
-        counts: torch.Tensor | None = None
-        with torch.inference_mode(), autocast(dtype, image.device):
-            for y in range(0, image.shape[2], step):
-                for x in range(0, image.shape[3], step):
-                    piece_sums, piece_counts = model.gain_stats(
-                        image[:, :, y : y + step, x : x + step]
-                    )
-                    sums = piece_sums if sums is None else sums + piece_sums
-                    counts = piece_counts if counts is None else counts + piece_counts
-            assert sums is not None and counts is not None  # the photo has at least one piece
-            return (model.log_gain_from_stats(sums, counts),)
-
-    return prepare
-
-
 def _module_bytes(module: torch.nn.Module) -> int:
     tensors = [*module.parameters(), *module.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -290,12 +253,14 @@ def _own_restorer(
             batch: torch.Tensor, task: str | None, *per_sample: torch.Tensor
         ) -> torch.Tensor:
             with autocast(dtype, device):
-                return model(batch, *per_sample)  # the night model's exposure, if given
+                return model(batch, *per_sample)  # the night model v1's exposure, if given
 
         prepare = None
-        if own.whole_photo_exposure:
-            # The registry says this network has the exposure methods.
-            prepare = _global_gain(cast(_ExposureNetwork, model), entry, dtype)
+        # The registry says which whole-photo pass this network takes.
+        if own.whole_photo == "global-gain":
+            prepare = global_gain(cast(ExposureNetwork, model), entry, dtype)
+        elif own.whole_photo == "local-exposure":
+            prepare = local_exposure(cast(LocalExposureNetwork, model))
         return TiledRestorer(
             entry.name,
             forward,

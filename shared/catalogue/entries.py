@@ -19,7 +19,7 @@ from typing import Any
 from shared.config import Acceleration
 from shared.errors import InvalidRequest, ModelNotFound
 
-OWN_ARCHITECTURES = ("mirnet", "nafnet-night")
+OWN_ARCHITECTURES = ("mirnet", "nafnet-night", "nafnet-night-v2")
 """Architectures implemented in ``workers/archs``; every other one is loaded through spandrel."""
 
 
@@ -75,15 +75,32 @@ _IPT_LICENCE = "Apache-2.0 (huawei-noah/Pretrained-IPT)"
 
 _ENTRIES = [
     ModelEntry(
-        name="darkroom-night",
+        name="darkroom-night-v1",
         task="all-in-one",
         architecture="nafnet-night",
         family="darkroom",
         description=(
-            "Darkroom's compact model for handheld night shots: brightens, denoises and reduces "
-            "camera-shake blur in one pass; fast enough for a CPU."
+            "The first version of darkroom-night (one global exposure for the whole photo), "
+            "kept so results can be compared and reproduced."
         ),
         weights_file="darkroom-night-v1.safetensors",
+        licence="Apache-2.0 weights trained on BSDS500 (research data): demonstration use",
+        tile=1024,
+        overlap=64,
+        precisions=("fp32", "bf16"),
+        bundled=True,
+    ),
+    ModelEntry(
+        name="darkroom-night",
+        task="all-in-one",
+        architecture="nafnet-night-v2",
+        family="darkroom",
+        description=(
+            "Darkroom's compact model for handheld night shots: lifts each region of the photo "
+            "by its own light (lamps and sky keep their detail), denoises and reduces "
+            "camera-shake blur in one pass; fast enough for a CPU."
+        ),
+        weights_file="darkroom-night-v2.safetensors",
         licence="Apache-2.0 weights trained on BSDS500 (research data): demonstration use",
         tile=1024,
         overlap=64,

@@ -25,6 +25,7 @@ from shared.catalogue import CATALOGUE, ModelEntry
 from workers.archs import tile_requirements
 from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
 from workers.archs.nafnet_night import NightNAFNet, save_night
+from workers.archs.nafnet_night_v2 import NightNAFNetV2, save_night_v2
 from workers.padding import SizeRequirements
 from workers.tile_plan import TileConfig, tile_and_overlap
 
@@ -44,6 +45,19 @@ def tiny_night(levels: int = 4) -> NightNAFNet:
     return NightNAFNet(
         width=4, enc_blocks=[1] * levels, middle_blocks=1, dec_blocks=[1] * levels
     ).eval()
+
+
+def tiny_night_v2(levels: int = 4) -> NightNAFNetV2:
+    """The v2 network at the shipped depth and a fraction of the width."""
+    torch.manual_seed(0)
+    model = NightNAFNetV2(
+        width=4, enc_blocks=[1] * levels, middle_blocks=1, dec_blocks=[1] * levels, exposure_width=4
+    )
+    # Its heads start at zero (one curve for every photo); random ones make the exposure
+    # depend on the photo, as trained weights do.
+    for head in (model.exposure.to_maps, model.exposure.to_white_balance):
+        torch.nn.init.normal_(head.weight, std=0.5)
+    return model.eval()
 
 
 SPANDREL_BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
@@ -72,6 +86,8 @@ def save_tiny(entry: ModelEntry, folder: Path) -> Path:
         save_mirnet_checkpoint(tiny_mirnet(), path)
     elif entry.architecture == "nafnet-night":
         save_night(tiny_night(), path)
+    elif entry.architecture == "nafnet-night-v2":
+        save_night_v2(tiny_night_v2(), path)
     else:
         torch.save(spandrel_module(entry.architecture, entry.scale).state_dict(), path)
     return path
@@ -84,6 +100,8 @@ def requirements(arch: str) -> SizeRequirements:
         return tile_requirements(tiny_mirnet())
     if arch == "nafnet-night":
         return tile_requirements(tiny_night())
+    if arch == "nafnet-night-v2":
+        return tile_requirements(tiny_night_v2())
     loader = ModelLoader("cpu")
     return loader.load_from_state_dict(spandrel_module(arch).state_dict()).size_requirements
 

@@ -120,7 +120,7 @@ def test_npe_89_restores_with_the_night_models_tiles(tmp_path: Path) -> None:
     size should be less than the corresponding input dimension ... input [1, 3, 8, 774]".
     The night model gathers its exposure over pieces of one tile (1024 px): the last row of
     pieces is 8 px high, and the network reflect-padded it to its multiple of 16."""
-    entry = CATALOGUE["darkroom-night"]
+    entry = CATALOGUE["darkroom-night-v1"]
     assert (entry.tile, entry.overlap) == (1024, 64)
     restorer = load_restorer(entry, save_tiny(entry, tmp_path), CPU, Settings(home=tmp_path))
     pixels = _pixels(1032, 774)

@@ -133,7 +133,7 @@ def night(tmp_path: Path) -> TiledRestorer:
     model = NightNAFNet(**TINY).eval()
     torch.nn.init.normal_(model.gain[2].weight, std=0.5)
     path = save_night(model, tmp_path / "night.safetensors")
-    entry = dataclasses.replace(get_entry("darkroom-night"), tile=32, overlap=8)
+    entry = dataclasses.replace(get_entry("darkroom-night-v1"), tile=32, overlap=8)
     restorer = load_restorer(entry, path, CPU, Settings(home=tmp_path, tile_batch_size=2))
     assert isinstance(restorer, TiledRestorer)
     return restorer
@@ -159,7 +159,10 @@ def test_jobs_restoring_at_once_share_passes_and_get_the_pixels_they_get_alone(
     night: TiledRestorer,
 ) -> None:
     photos = _photos(JOBS)  # 40 x 56 in tiles of 32: 4 tiles, 2 batches each
-    gains = [night.per_photo(torch.from_numpy(p.transpose(2, 0, 1).copy())[None]) for p in photos]
+    gains = [
+        night.per_photo(torch.from_numpy(p.transpose(2, 0, 1).copy())[None]).extras
+        for p in photos
+    ]
     assert not torch.allclose(gains[0][0], gains[-1][0], atol=1e-3), "gains too close to tell"
     alone = [night.restore(photo) for photo in photos]
     watch = _Watch(JOBS)

@@ -14,7 +14,7 @@ from workers.archs.mirnet import MIRNet
 from workers.archs.nafnet_night import NightNAFNet
 from workers.padding import SizeRequirements, pad_to, padded_size
 
-ARCHITECTURES = ["mirnet", "nafnet-night", *SPANDREL_BUILDERS]
+ARCHITECTURES = ["mirnet", "nafnet-night", "nafnet-night-v2", *SPANDREL_BUILDERS]
 EXTRA = {
     # Spandrel's Uformer: the strictest kind there is (square, multiple of 128).
     "square-128": SizeRequirements(multiple_of=128, square=True),

@@ -36,15 +36,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from workers.archs.mirnet import MIRNet, load_mirnet
 from workers.archs.nafnet_night import NightNAFNet, load_night
+from workers.archs.nafnet_night_v2 import NightNAFNetV2, load_night_v2
 from workers.padding import SizeRequirements
 
 __all__ = ["ARCHITECTURES", "OwnArchitecture", "OwnNetwork", "tile_requirements"]
 
-OwnNetwork = MIRNet | NightNAFNet
+OwnNetwork = MIRNet | NightNAFNet | NightNAFNetV2
 """A network of one of Darkroom's own architectures."""
+
+WholePhoto = Literal["global-gain", "local-exposure"] | None
 
 TILE_MULTIPLE = 8
 """Tiles of Darkroom's own networks are padded to multiples of 8 at least, as the reference
@@ -60,9 +64,11 @@ class OwnArchitecture:
     load: Callable[[Path], OwnNetwork]
     """Checkpoint file -> the network, in eval mode on the CPU; ``ValueError`` for a file that
     is not one of its checkpoints."""
-    whole_photo_exposure: bool = False
-    """Whether the network takes an exposure estimated once over the whole photo
-    (``gain_stats`` / ``log_gain_from_stats`` / ``forward(x, log_gain)``)."""
+    whole_photo: WholePhoto = None
+    """The pass over the whole photo the network needs before its tiles: ``"global-gain"``,
+    one exposure every tile takes (``gain_stats`` / ``log_gain_from_stats`` /
+    ``forward(x, log_gain)``, the night model v1); ``"local-exposure"``, the photo exposed
+    region by region, which the tiles are then cut from (``expose``, the night model v2)."""
 
 
 def tile_requirements(model: OwnNetwork) -> SizeRequirements:
@@ -80,6 +86,7 @@ ARCHITECTURES: dict[str, OwnArchitecture] = {
     arch.name: arch
     for arch in (
         OwnArchitecture("mirnet", load_mirnet),
-        OwnArchitecture("nafnet-night", load_night, whole_photo_exposure=True),
+        OwnArchitecture("nafnet-night", load_night, whole_photo="global-gain"),
+        OwnArchitecture("nafnet-night-v2", load_night_v2, whole_photo="local-exposure"),
     )
 }

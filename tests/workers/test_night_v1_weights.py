@@ -1,4 +1,4 @@
-"""The shipped darkroom-night weights really restore: measured on degraded Kodak crops."""
+"""The shipped darkroom-night-v1 weights really restore: measured on degraded Kodak crops."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from workers.evaluation import KODAK_SEED, load_set
 from workers.restorers import TiledRestorer
 from workers.tiling import SizeRequirements, TileConfig
 
-ENTRY = get_entry("darkroom-night")
+ENTRY = get_entry("darkroom-night-v1")
 WEIGHTS = BUNDLED_WEIGHTS / ENTRY.weights_file
 MARGIN_DB = 8.0
 """The issue's target on the whole set; a fresh NightNAFNet (its gain head starts at x3) gets ~6."""
