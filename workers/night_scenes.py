@@ -15,7 +15,8 @@ The input, in linear light and in the order a camera makes it:
 1. scene radiance = clean photo x illumination field + emissive sources (5-50x the luma of a white
    surface under the local light, so bulbs clip);
 2. exposure: one scale that puts the median luma (after the camera's white-balance gains, before
-   noise and tone curve) log-uniformly in [0.002, 0.08], from very dark to mildly dark;
+   noise and tone curve) log-uniformly in [0.002, 0.08], from very dark to mildly dark, and at
+   least 1.5x below the target's (which only binds for low-key photos);
 3. camera shake: the motion kernels of :mod:`workers.degradation` (5-31 px, 20 % sharp), applied
    to the unclipped radiance so a shaken lamp stays a bright streak;
 4. sensor: RGGB Bayer mosaic, Poisson shot noise (full well 300-6000 photons), Gaussian read noise
@@ -27,8 +28,9 @@ The input, in linear light and in the order a camera makes it:
 The target is ``clean_linear * (Lum(L) / ref) ** kappa`` with ``kappa`` in [0.15, 0.35]: most of
 the light variation is removed (the model must lift shadows more than lamp-lit areas) but some
 falloff stays, so results look like photographs, not flat tone-mapped HDR. ``ref`` puts the
-target's median luma at the clean photo's own median clamped to sRGB 0.35-0.45: derived from the
-content, never drawn, since a random target brightness could not be learnt from the input. The
+target's median luma at the clean photo's own median clamped to sRGB 0.35-0.45, lower where that
+would blow highlights the clean photo did not have (a low-key photo stays low-key): derived from
+the content, never drawn, since a random target brightness could not be learnt from the input. The
 emissive sources are added under the same local gain and pass, with the rest, through a soft
 highlight shoulder, so bulbs are white at their cores and keep their colour at the rims.
 """
@@ -85,12 +87,14 @@ TARGET_MEDIAN_SRGB = (0.35, 0.45)
 SHOULDER_KNEE = 0.8
 """Linear level above which the target rolls off smoothly towards 1 instead of clipping."""
 HIGHLIGHT_HEADROOM = 1.25
-"""How far above the clean photo's own 99th-percentile luma (or the knee) the target's may go."""
-HIGHLIGHT_MAX_CUT = 1.5
-"""The most the target's exposure is lowered below the median rule to spare its highlights."""
-_LUT_SIZE = 65536
+TARGET_HIGHLIGHT = 0.6
+"""The target's 99th-percentile luma may reach 1.25x the clean photo's, or linear 0.6."""
+MIN_DARKENING = 1.5
+"""The input's median luma stays at least this much below the target's (low-key photos)."""
 WELL_CAP = 4.0
 """Signal (full-scale units) beyond which photon counting stops mattering: the well is full."""
+
+_LUT_SIZE = 65536
 
 _SRGB_U8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
@@ -237,10 +241,11 @@ def degrade_scene(
         float(lum[min(max(int(e.y * h), 0), h - 1), min(max(int(e.x * w), 0), w - 1)])
         for e in p.emitters
     ]
-    target = _target(clean, lum, p, local)
+    target, target_median = _target(clean, lum, p, local)
     scene = add_emitters(clean * light, p.emitters, local)
     gains = _white_balance(light, p)
-    exposure = p.median_luma / max(float(np.median(_sub(scene) @ (LUMA * gains))), 1e-12)
+    median = min(p.median_luma, target_median / MIN_DARKENING)
+    exposure = median / max(float(np.median(_sub(scene) @ (LUMA * gains))), 1e-12)
     raw = _sensor(blur(scene, p.kernel_array), exposure, rng, p)
     return _develop(raw, gains, p), target, p
 
@@ -265,10 +270,11 @@ def _sub(img: np.ndarray) -> np.ndarray:
 
 def _target(
     clean: np.ndarray, lum: np.ndarray, params: SceneParams, local: list[float]
-) -> np.ndarray:
-    """The scene as a well-exposed photo: light partly equalised, no cast, lamps rolled off."""
+) -> tuple[np.ndarray, float]:
+    """The scene as a well-exposed photo (light partly equalised, no cast, lamps rolled off),
+    and its median luma in linear light, which the input's exposure must stay below."""
     gain = lum**params.kappa
-    scale = _exposure_of_target(clean, gain)
+    scale, median = _exposure_of_target(clean, gain)
     lin = clean * (gain * np.float32(scale))[:, :, None]
     add_emitters(lin, params.emitters, [scale * v**params.kappa for v in local])
     # Highlights roll off instead of clipping: identity up to the knee, then an exponential with
@@ -276,16 +282,17 @@ def _target(
     over = lin > SHOULDER_KNEE
     k = SHOULDER_KNEE
     lin[over] = k + (1.0 - k) * (1.0 - np.exp((k - lin[over]) / (1.0 - k)))
-    return linear_to_srgb(lin).astype(np.float32)
+    return linear_to_srgb(lin).astype(np.float32), median
 
 
-def _exposure_of_target(clean: np.ndarray, gain: np.ndarray) -> float:
-    """The ``ref ** -kappa`` that exposes the target well, from the content alone (no draw).
+def _exposure_of_target(clean: np.ndarray, gain: np.ndarray) -> tuple[float, float]:
+    """The ``ref ** -kappa`` that exposes the target well, from the content alone (no draw),
+    and the median luma it gives.
 
     The median luma goes to the clean photo's own, clamped into sRGB 0.35-0.45, unless that would
-    push the brightest 1 % further into the highlights than the clean photo had them (a subject
-    lit by a lamp on a dark background): then, as a photographer would, expose more for the
-    subject, but by at most 1.5x less, so the target stays well exposed and above the input.
+    push the brightest 1 % of the frame past 1.25x the clean photo's own brightest 1 % (or past
+    linear 0.6 if those were darker): a low-key photo, owls on a black background, keeps its
+    black background instead of being lifted until the owls are white.
     """
     lo, hi = (float(v) for v in srgb_to_linear(np.asarray(TARGET_MEDIAN_SRGB)))
     clean_luma = _sub(clean) @ LUMA
@@ -293,10 +300,9 @@ def _exposure_of_target(clean: np.ndarray, gain: np.ndarray) -> float:
     c50, c99 = np.percentile(clean_luma, [50.0, 99.0])
     t50, t99 = np.percentile(lit, [50.0, 99.0])
     wanted = min(max(float(c50), lo), hi)
-    ceiling = max(float(c99), SHOULDER_KNEE) * HIGHLIGHT_HEADROOM
-    by_median = wanted / max(float(t50), 1e-6)
-    by_highlights = ceiling / max(float(t99), 1e-6)
-    return max(min(by_median, by_highlights), by_median / HIGHLIGHT_MAX_CUT)
+    ceiling = max(float(c99) * HIGHLIGHT_HEADROOM, TARGET_HIGHLIGHT)
+    scale = min(wanted / max(float(t50), 1e-6), ceiling / max(float(t99), 1e-6))
+    return scale, scale * float(t50)
 
 
 def _white_balance(light: np.ndarray, params: SceneParams) -> np.ndarray:
@@ -324,8 +330,9 @@ def _sensor(
 def _develop(raw: np.ndarray, gains: np.ndarray, params: SceneParams) -> np.ndarray:
     """The camera's own processing: white balance on the raw, demosaic, tone curve, sRGB, JPEG.
 
-    Tone curve and sRGB go through one 16-bit lookup table: its steps are under 1/20 of an 8-bit
-    level even in the deepest shadows, and it is three times cheaper than two power laws.
+    Tone curve and sRGB go through one 16-bit lookup table, cheaper than two power laws: its
+    steps stay under a quarter of an 8-bit level (that worst case in the last 0.03 % above black
+    with gamma < 1, where the read noise is several levels).
     """
     rgb = demosaic_bilinear(np.clip(bayer_gains(raw, gains), 0.0, 1.0))
     grid = np.linspace(0.0, 1.0, _LUT_SIZE)

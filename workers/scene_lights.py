@@ -262,9 +262,10 @@ def _gaussian_blob(out: np.ndarray, dy: np.ndarray, dx: np.ndarray, a: AreaLight
 
 
 def _sky_profile(ys: np.ndarray, sky: Sky, ambient: float) -> np.ndarray:
-    """The sky's light by row: a soft-edged band, brightest just above the horizon (city glow)."""
+    """The sky's light by row: a soft-edged band, ``gain`` x the ambient at the top of the frame
+    and 40 % more just above the horizon, where a city's glow is brightest."""
     band = 1.0 / (1.0 + np.exp((ys - sky.horizon) / sky.softness))
-    towards_horizon = 0.6 + 0.4 * np.clip(ys / sky.horizon, 0.0, 1.0)
+    towards_horizon = 1.0 + 0.4 * np.clip(ys / sky.horizon, 0.0, 1.0)
     return (sky.gain * ambient * band * towards_horizon).astype(np.float32)
 
 

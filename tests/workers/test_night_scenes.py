@@ -170,8 +170,8 @@ def test_target_is_not_the_clean_photo_under_varying_light() -> None:
 
 
 def test_emissive_lamps_clip_in_the_input_and_go_white_with_coloured_rims() -> None:
-    """Catches lamps that are too dim to clip, a target that clips them to their colour (no
-    shoulder) or loses their colour altogether."""
+    """Catches lamps too dim to clip, a target that keeps their colour at the core (a clip that
+    preserves hue) or loses it at the rim too (a lamp desaturated as a whole)."""
     img = _photo()
     sodium = unit_luma(PALETTE["sodium"])
     lamp = Emitter(0.5, 0.5, False, 5.0, 5.0, 40.0, sodium)
@@ -184,6 +184,17 @@ def test_emissive_lamps_clip_in_the_input_and_go_white_with_coloured_rims() -> N
     assert target[core].min() >= 0.97
     rim = target[40:56, 56:72]
     assert ((rim[..., 0] - rim[..., 2]) > 0.15).any()
+
+
+def test_target_highlights_roll_off_instead_of_clipping() -> None:
+    """Catches a target that hard-clips what the light pushes past 1: a lamp-lit white wall must
+    come out bright but graded, with no flat plateau at 1.0."""
+    img = _photo()
+    img[20:60, 20:70] = 0.95
+    params = _plain(point_lights=(PointLight(0.4, 0.35, 0.15, 5.0, WHITE),), kappa=0.35)
+    _, target, _ = degrade_scene(img, np.random.default_rng(0), params)
+    assert target.max() > 0.93
+    assert (target >= 0.999).sum() == 0
 
 
 def test_white_balance_neutral_in_target_partial_in_input() -> None:
