@@ -12,8 +12,10 @@ balance, no blur, noise or JPEG. Same habits as the evaluation recipe: every dra
 
 The input, in linear light and in the order a camera makes it:
 
-1. scene radiance = clean photo x illumination field + emissive sources (5-50x the luma of a white
-   surface under the local light, so bulbs clip);
+1. scene radiance = clean photo x illumination field + emissive sources (bulbs are left out of
+   the metering, so they land at 5-50x the sensor's full scale and clip unless shake smears them
+   thin; in the target they are 5-50x a white surface under the local light: the bulbs' range is
+   tone-mapped too);
 2. exposure: one scale that puts the median luma (after the camera's white-balance gains, before
    noise and tone curve) log-uniformly in [0.002, 0.08], from very dark to mildly dark, and at
    least 1.5x below the target's (which only binds for low-key photos);
@@ -236,16 +238,18 @@ def degrade_scene(
     light, lum = illumination(
         h, w, p.ambient, p.ambient_colour, p.point_lights, p.area_lights, p.sky, p.vignetting
     )
-    # A white surface under the light where each lamp sits: what its brightness is relative to.
+    # The target's lamps are as bright relative to a white surface under the light where they sit.
     local = [
         float(lum[min(max(int(e.y * h), 0), h - 1), min(max(int(e.x * w), 0), w - 1)])
         for e in p.emitters
     ]
     target, target_median = _target(clean, lum, p, local)
-    scene = add_emitters(clean * light, p.emitters, local)
+    scene = clean * light
     gains = _white_balance(light, p)
     median = min(p.median_luma, target_median / MIN_DARKENING)
     exposure = median / max(float(np.median(_sub(scene) @ (LUMA * gains))), 1e-12)
+    # The camera meters the scene, not the bulbs, so they land 5-50x past full scale and clip.
+    add_emitters(scene, p.emitters, [1.0 / exposure] * len(p.emitters))
     raw = _sensor(blur(scene, p.kernel_array), exposure, rng, p)
     return _develop(raw, gains, p), target, p
 

@@ -15,8 +15,10 @@ peak intensity 0.5-5 (so 0.5-100x the ambient), radius 3-40 % of the diagonal, 7
 upper half; 0-2 soft area lights of intensity 0.3-3 and size 4-20 % of the diagonal, up to 3:1;
 vignetting 0-60 % at the corners; a bright sky (35 % of frames) over the top 20-50 % of the frame,
 3-30x the ambient level, with a horizon 2-10 % of the height soft; emissive sources (60 % of
-frames, 1-6 of them) 2-12 px across at 5-50x the luma of a white surface under the local light,
-half of them on a point light's centre when there is one.
+frames, 1-6 of them) 2-12 px across with a ``gain`` of 5-50 (what it is 5-50x of is the
+caller's choice: :mod:`workers.night_scenes` uses the sensor's full scale in the input and a white
+surface under the local light in the target), half of them on a point light's centre when there
+is one.
 """
 
 from __future__ import annotations
