@@ -23,7 +23,8 @@ Design choices, and why:
   worker process takes a core from the two OpenMP threads, which then stall at every barrier;
   the :class:`~training.schedule.ThreadTuner` handles the same stall when other work runs.
 * **Time-aware cosine schedule**: the learning rate follows a cosine over
-  ``max(step / steps, elapsed / time_budget)``, so a run cut by its budget still fully decays.
+  ``max(step / steps, elapsed / time_budget)``, so a run cut by its budget still fully decays;
+  time the process spent stopped (``kill -STOP``, to benchmark a shared machine) is not counted.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from workers.archs.local_exposure import apply_exposure
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, from_v1, load_night_v2, save_night_v2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PAUSE_S = 60.0
+"""Longest step the time budget counts in full (see :func:`train`)."""
 
 
 def shared_dir() -> Path:
@@ -175,7 +178,8 @@ def forward_batch(
         maps = model.exposure(low)
         for i, box in enumerate(photo.boxes):
             patch = photo.low_patches[i : i + 1].to(device)
-            exposed.append(model.expose_crop(patch, maps, tuple(low.shape[-2:]), box))
+            full = (low.shape[-2], low.shape[-1])
+            exposed.append(model.expose_crop(patch, maps, full, box))
         small = F.avg_pool2d(low, SMALL_FACTOR)
         grid = F.interpolate(
             maps.grid(), size=small.shape[-2:], mode="bilinear", align_corners=False
@@ -230,9 +234,13 @@ def train(run: Run, batches: SceneBatches, val: list[tuple[Tensor, Tensor]]) -> 
         float(tcfg["exposure_loss"]),
     )
     tuner = ThreadTuner(int(tcfg.get("threads", 2)), int(tcfg.get("retune_every", 0) or 0))
-    running, step = 0.0, 0
+    running, step, active, last = 0.0, 0, 0.0, time.time()
     for photos in batches:
-        progress = schedule_progress(step, steps, time.time() - run.t0, budget_s)
+        # A step longer than PAUSE_S means the process was stopped (SIGSTOP while someone
+        # benchmarks the machine): that time is not the run's and must not decay its schedule.
+        now = time.time()
+        active, last = active + min(now - last, PAUSE_S), now
+        progress = schedule_progress(step, steps, active, budget_s)
         if step >= steps or progress >= 1.0:
             break
         tuner.before_step(step)

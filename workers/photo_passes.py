@@ -45,7 +45,7 @@ class ExposureNetwork(Protocol):
 
 def global_gain(
     model: ExposureNetwork, entry: ModelEntry, dtype: torch.dtype | None
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+) -> Callable[[torch.Tensor], PhotoPass]:
     """The night model picks an exposure from the whole frame; tile by tile, every tile would
     pick its own. Estimate it once on the whole photo and give it to every tile."""
 

@@ -160,8 +160,7 @@ def test_jobs_restoring_at_once_share_passes_and_get_the_pixels_they_get_alone(
 ) -> None:
     photos = _photos(JOBS)  # 40 x 56 in tiles of 32: 4 tiles, 2 batches each
     gains = [
-        night.per_photo(torch.from_numpy(p.transpose(2, 0, 1).copy())[None]).extras
-        for p in photos
+        night.per_photo(torch.from_numpy(p.transpose(2, 0, 1).copy())[None]).extras for p in photos
     ]
     assert not torch.allclose(gains[0][0], gains[-1][0], atol=1e-3), "gains too close to tell"
     alone = [night.restore(photo) for photo in photos]

@@ -19,7 +19,6 @@ from workers.archs.local_exposure import ExposureNet, apply_exposure, maps_for_c
 from workers.archs.nafnet_night import save_night
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, from_v1, load_night_v2, save_night_v2
 from workers.restorers import load_restorer
-from workers.tile_plan import TileConfig
 from workers.tiling import tiled_forward
 
 CPU = torch.device("cpu")

@@ -114,12 +114,14 @@ class ExposureNet(nn.Module):
         self.to_white_balance = nn.Linear(w2 * 2, 3)
         # Start from one moderate curve everywhere and no colour change, so training begins
         # from a sensible photo rather than from noise.
-        for head in (self.to_maps, self.to_white_balance):
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-        with torch.no_grad():
-            self.to_maps.bias[0] = math.log(math.expm1(math.log(_INITIAL_GAIN)))
-            self.to_maps.bias[1] = math.log(_INITIAL_GAMMA_LIFT / (1 - _INITIAL_GAMMA_LIFT))
+        nn.init.zeros_(self.to_maps.weight)
+        nn.init.zeros_(self.to_white_balance.weight)
+        nn.init.zeros_(self.to_white_balance.bias)
+        initial = [
+            math.log(math.expm1(math.log(_INITIAL_GAIN))),  # softplus^-1 of log(gain)
+            math.log(_INITIAL_GAMMA_LIFT / (1 - _INITIAL_GAMMA_LIFT)),  # sigmoid^-1 of lift
+        ]
+        self.to_maps.bias = nn.Parameter(torch.tensor(initial))
 
     def forward(self, image: Tensor) -> ExposureMaps:
         """``image``: the whole frame, N x 3 x H x W in [0, 1], any size."""
