@@ -3,20 +3,27 @@
 Each evaluation set pairs degraded inputs with clean references. Every method runs on the same
 images and is scored with scikit-image's PSNR and SSIM: the degraded input itself, a classical
 baseline built from scikit-image's own restoration functions, and the model through the same
-restorer the workers use.
+restorer the workers use. Real night photos, which have no references, are the ``real-dim`` set
+of ``workers.real_dim``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from workers.degradation import degrade_eval_set
+
+if TYPE_CHECKING:
+    from workers.restorers import Restorer
+
+Restore = Callable[[np.ndarray], np.ndarray]
 
 KODAK_SEED = 20261125
 """Fixed seed of the ``kodak24-handheld-night`` set: never change it, or numbers stop comparing."""
@@ -118,13 +125,25 @@ def score(
     )
 
 
+def chain_restore(steps: Sequence[tuple[Restorer, str | None]]) -> Restore:
+    """One photo through each loaded model in turn (with its task), as a job runs a model or a
+    chain: one restorer for a plain model name, several for a preset or ``a+b:task``."""
+
+    def restore(pixels: np.ndarray) -> np.ndarray:
+        for restorer, task in steps:
+            pixels = restorer.restore(pixels, None, task)
+        return pixels
+
+    return restore
+
+
 def evaluate(
     pairs: list[Pair],
-    model_name: str,
-    model_restore: Callable[[np.ndarray], np.ndarray],
+    models: Sequence[tuple[str, Restore]],
     save_dir: Path | None = None,
 ) -> Iterator[Score]:
-    """Scores for the degraded input, the classical baseline and the model, in that order."""
+    """Scores for the degraded input, the classical baseline and each model, in that order."""
     yield score("input", pairs, lambda image: image, save_dir)
     yield score("classical", pairs, classical_baseline, save_dir)
-    yield score(model_name, pairs, model_restore, save_dir)
+    for name, restore in models:
+        yield score(name, pairs, restore, save_dir)
