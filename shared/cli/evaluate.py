@@ -153,7 +153,7 @@ def _real_dim(
     if not photos:
         raise fail(f"no images for {REAL_DIM!r} under {settings.shared_dir.resolve()}")
     methods = ", ".join(name for name, _ in real_dim.methods_for(models))
-    console.print(f"{REAL_DIM}: {len(photos)} photos; methods: {methods}", markup=False)
+    console.print(f"{REAL_DIM}: {_photos(len(photos))}; methods: {methods}", markup=False)
     sheet = ContactSheet(sheet_dir)
     results = []
     runs = real_dim.evaluate(
@@ -177,8 +177,13 @@ def _real_dim(
     console.print(f"contact sheets in {sheet_dir}/: a row per photo under <set>/, {pages}")
     console.print(f"100 % crops of: {', '.join(sheet.cropped)}", markup=False)
     if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(real_dim.as_json(results), indent=2) + "\n")
         console.print(f"per-photo figures: {json_path}")
+
+
+def _photos(count: int) -> str:
+    return f"{count} photo" if count == 1 else f"{count} photos"
 
 
 def _print_real_dim(results: list[PhotoResult]) -> None:
@@ -192,7 +197,7 @@ def _print_real_dim(results: list[PhotoResult]) -> None:
         "method",
         *(f"{TARGETS[m].label}\n{TARGETS[m].describe()}" for m in MEASURES),
         "s/image",
-        title=f"{REAL_DIM}, {len(results)} photos",
+        title=f"{REAL_DIM}, {_photos(len(results))}",
         caption="mean over the photos (in brackets: how many miss the target)",
     )
     summaries = summarise(results)

@@ -51,7 +51,9 @@ def darkroom_eval(*args: str, shared: Path) -> Result:
 def test_real_dim_scores_the_first_and_the_current_night_model_by_default(
     photos: Path, tmp_path: Path
 ) -> None:
-    result = darkroom_eval("--set", "real-dim", "--limit", "2", "--json", "f.json", shared=photos)
+    result = darkroom_eval(
+        "--set", "real-dim", "--limit", "2", "--json", "out/f.json", shared=photos
+    )
     assert result.exit_code == 0, result.output
     methods = ["input", "classical", "darkroom-night-v1", "darkroom-night"]
     table = result.output.split("real-dim, 2 photos")[1].split("photos furthest")[0]
@@ -59,7 +61,7 @@ def test_real_dim_scores_the_first_and_the_current_night_model_by_default(
     for target in (">= 0.20", "0.30-0.50", "<= 0.01", "<= 1.00", "<= 1.30"):
         assert target in result.output
 
-    figures = json.loads((tmp_path / "f.json").read_text())
+    figures = json.loads((tmp_path / "out" / "f.json").read_text())
     assert [p["photo"] for p in figures["photos"]] == ["dusk/a", "night/b"]  # one from each set
     assert list(figures["photos"][1]["figures"]) == methods
     night = figures["photos"][1]["figures"]["darkroom-night"]
