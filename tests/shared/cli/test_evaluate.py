@@ -1,7 +1,8 @@
 """``darkroom eval``: the sets and models it runs, what real-dim prints and writes, what it refuses.
 
-Run in this process (Typer's runner), on tiny photos and Darkroom's bundled night weights, so a
-real-dim run takes seconds; the reference-set figures themselves are the model card's business.
+Run in this process (Typer's runner), on tiny photos, the bundled darkroom-night-v1 weights and
+the tests' small random MIRNet, so a real-dim run takes seconds and needs no weights that may not
+have shipped yet; the reference-set figures themselves are the model card's business.
 """
 
 from __future__ import annotations
@@ -43,19 +44,22 @@ def fresh_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     get_settings.cache_clear()
 
 
-def darkroom_eval(*args: str, shared: Path) -> Result:
+def darkroom_eval(*args: str, shared: Path, models: Path | None = None) -> Result:
     env = {"DARKROOM_SHARED_DIR": str(shared), "DARKROOM_DEVICE": "cpu", "COLUMNS": "200"}
+    if models is not None:
+        env["DARKROOM_MODEL_DIR"] = str(models)
     return CliRunner().invoke(app, ["eval", *args], env=env)
 
 
-def test_real_dim_scores_the_first_and_the_current_night_model_by_default(
-    photos: Path, tmp_path: Path
+def test_real_dim_prints_the_targets_and_writes_figures_and_sheets(
+    photos: Path, tmp_path: Path, model_dir: Path
 ) -> None:
     result = darkroom_eval(
-        "--set", "real-dim", "--limit", "2", "--json", "out/f.json", shared=photos
-    )
+        "--set", "real-dim", "--limit", "2", "--json", "out/f.json",
+        "--model", "darkroom-night-v1", "--model", "mirnet-lol", shared=photos, models=model_dir,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    methods = ["input", "classical", "darkroom-night-v1", "darkroom-night"]
+    methods = ["input", "classical", "darkroom-night-v1", "mirnet-lol"]
     table = result.output.split("real-dim, 2 photos")[1].split("photos furthest")[0]
     assert METHOD_ROW.findall(table)[-4:] == methods
     for target in (">= 0.20", "0.30-0.50", "<= 0.01", "<= 1.00", "<= 1.30"):
@@ -64,11 +68,11 @@ def test_real_dim_scores_the_first_and_the_current_night_model_by_default(
     figures = json.loads((tmp_path / "out" / "f.json").read_text())
     assert [p["photo"] for p in figures["photos"]] == ["dusk/a", "night/b"]  # one from each set
     assert list(figures["photos"][1]["figures"]) == methods
-    night = figures["photos"][1]["figures"]["darkroom-night"]
+    night = figures["photos"][1]["figures"]["darkroom-night-v1"]
     assert night["mean_luma"] > figures["photos"][1]["figures"]["input"]["mean_luma"]
     assert {s["method"] for s in figures["summary"]} == set(methods)
 
-    sheets = tmp_path / "eval-real-dim"
+    sheets = tmp_path / "eval-real-dim"  # the default folder
     assert sorted(p.relative_to(sheets).as_posix() for p in sheets.rglob("*.jpg")) == [
         "crops.jpg",
         "dusk/a.jpg",
@@ -77,29 +81,43 @@ def test_real_dim_scores_the_first_and_the_current_night_model_by_default(
     ]
 
 
+def test_real_dim_defaults_to_the_first_and_the_current_night_model() -> None:
+    assert cli._models_for("real-dim", None) == ["darkroom-night-v1", "darkroom-night"]
+    assert cli._models_for("lol-sample", None) == ["darkroom-night"]
+    assert cli._models_for("real-dim", ["a", "b", "a"]) == ["a", "b"]
+
+
 def test_models_asked_for_replace_the_defaults_on_real_dim(photos: Path, tmp_path: Path) -> None:
     result = darkroom_eval(
-        "--set", "real-dim", "--limit", "1", "--model", "darkroom-night", "--sheet", "s",
+        "--set", "real-dim", "--limit", "1", "--model", "darkroom-night-v1", "--sheet", "s",
         "--json", "f.json", shared=photos,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     figures = json.loads((tmp_path / "f.json").read_text())
-    assert list(figures["photos"][0]["figures"]) == ["input", "classical", "darkroom-night"]
+    assert list(figures["photos"][0]["figures"]) == ["input", "classical", "darkroom-night-v1"]
     assert (tmp_path / "s" / "dusk" / "a.jpg").is_file()
     assert not (tmp_path / "eval-real-dim").exists()
 
 
-def test_the_model_option_repeats_on_the_reference_sets_too() -> None:
+def test_missing_weights_fail_before_any_photo_runs(photos: Path, tmp_path: Path) -> None:
+    result = darkroom_eval(
+        "--set", "real-dim", "--model", "mirnet-lol", shared=photos, models=tmp_path / "none"
+    )
+    assert result.exit_code == 1 and "model_unavailable" in result.output
+    assert not (tmp_path / "eval-real-dim").exists()
+
+
+def test_the_model_option_repeats_on_the_reference_sets_too(model_dir: Path) -> None:
     folder = shared_dir()
     if not (folder / "eval" / "lol-sample").is_dir():
         pytest.skip(f"no evaluation data at {folder}; set DARKROOM_SHARED_DIR")
     result = darkroom_eval(
-        "--set", "lol-sample", "--limit", "1",
-        "--model", "darkroom-night", "--model", "darkroom-night-v1", shared=folder.resolve(),
+        "--set", "lol-sample", "--limit", "1", "--model", "darkroom-night-v1",
+        "--model", "mirnet-lol", shared=folder.resolve(), models=model_dir,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = METHOD_ROW.findall(result.output)
-    assert rows[-4:] == ["input", "classical", "darkroom-night", "darkroom-night-v1"]
+    assert rows[-4:] == ["input", "classical", "darkroom-night-v1", "mirnet-lol"]
 
 
 def test_unknown_sets_and_models_and_real_dim_options_without_real_dim_are_refused(
@@ -114,7 +132,9 @@ def test_unknown_sets_and_models_and_real_dim_options_without_real_dim_are_refus
 
 
 def test_an_empty_real_dim_folder_is_an_error(tmp_path: Path) -> None:
-    result = darkroom_eval("--set", "real-dim", shared=tmp_path / "nothing")
+    result = darkroom_eval(
+        "--set", "real-dim", "--model", "darkroom-night-v1", shared=tmp_path / "nothing"
+    )
     assert result.exit_code == 1 and "no images for 'real-dim'" in result.output
 
 
