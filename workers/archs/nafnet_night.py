@@ -117,7 +117,56 @@ class NAFBlock(nn.Module):
         return y + x * self.gamma
 
 
-class NightNAFNet(nn.Module):
+class NAFUNet(nn.Module):
+    """The NAFNet U-Net both night models share, with the layer names their weight files use
+    (``intro``, ``encoders``, ``downs``, ``middle``, ``ups``, ``decoders``, ``ending``), so v1's
+    weights can start v2. Subclasses set ``width`` and the ``*_blocks_cfg`` lists, then call
+    :meth:`build_u_net`."""
+
+    width: int
+    enc_blocks_cfg: list[int]
+    dec_blocks_cfg: list[int]
+    middle_blocks_cfg: int
+
+    def build_u_net(self, in_channels: int, out_channels: int) -> None:
+        width = self.width
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        chan = width
+        for n in self.enc_blocks_cfg:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(chan, chan * 2, 2, stride=2))
+            chan *= 2
+        self.middle = nn.Sequential(*[NAFBlock(chan) for _ in range(self.middle_blocks_cfg)])
+        for n in self.dec_blocks_cfg:
+            self.ups.append(
+                nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2))
+            )
+            chan //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+
+    def encode(self, x_in: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Intro, encoders and middle on a padded input: the bottleneck and the skips."""
+        x = self.intro(x_in)
+        skips = []
+        for enc, down in zip(self.encoders, self.downs, strict=True):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        return self.middle(x), skips
+
+    def decode(self, x: Tensor, skips: list[Tensor]) -> Tensor:
+        """Decoders and ending: the residual the model adds to its base image."""
+        for dec, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
+            x = dec(up(x) + skip)
+        return self.ending(x)
+
+
+class NightNAFNet(NAFUNet):
     """Compact NAFNet U-Net with a predicted global gain; see the module docstring for why.
 
     ``width`` is the channel count at full resolution (doubled at each of the
@@ -142,24 +191,7 @@ class NightNAFNet(nn.Module):
         self.middle_blocks_cfg = int(middle_blocks)
         self.in_channels = int(in_channels)
 
-        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
-        self.encoders = nn.ModuleList()
-        self.downs = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        self.ups = nn.ModuleList()
-        chan = width
-        for n in self.enc_blocks_cfg:
-            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
-            self.downs.append(nn.Conv2d(chan, chan * 2, 2, stride=2))
-            chan *= 2
-        self.middle = nn.Sequential(*[NAFBlock(chan) for _ in range(self.middle_blocks_cfg)])
-        for n in self.dec_blocks_cfg:
-            self.ups.append(
-                nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2))
-            )
-            chan //= 2
-            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+        self.build_u_net(in_channels, in_channels)
         bottleneck = width * 2 ** len(self.enc_blocks_cfg)
         # Global gain head: pooled bottleneck features -> per-channel log-gain (mean and max
         # pooling, because exposure is about both the typical level and the highlights).
@@ -193,13 +225,8 @@ class NightNAFNet(nn.Module):
     def _encode(self, inp: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Pad, run intro, encoders and middle; return the padded input, bottleneck and skips."""
         x_in = pad_to(inp, self.size_requirements)
-        x = self.intro(x_in)
-        skips = []
-        for enc, down in zip(self.encoders, self.downs, strict=True):
-            x = enc(x)
-            skips.append(x)
-            x = down(x)
-        return x_in, self.middle(x), skips
+        bottleneck, skips = self.encode(x_in)
+        return x_in, bottleneck, skips
 
     def _gain_stats(self, bottleneck: Tensor) -> tuple[Tensor, Tensor]:
         """Sums the gain head pools, so that pieces of a photo can be added up: the feature sum
@@ -243,10 +270,8 @@ class NightNAFNet(nn.Module):
         x_in, x, skips = self._encode(inp)
         if log_gain is None:
             log_gain = self.log_gain_from_stats(*self._gain_stats(x))
-        for dec, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
-            x = dec(up(x) + skip)
         base = x_in * torch.exp(log_gain)[:, :, None, None]
-        out = base + self.ending(x)
+        out = base + self.decode(x, skips)
         return out[:, :, :h, :w]
 
 

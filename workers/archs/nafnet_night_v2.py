@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from workers.archs.local_exposure import ExposureMaps, ExposureNet, apply_exposure, maps_for_crop
-from workers.archs.nafnet_night import NAFBlock
+from workers.archs.nafnet_night import NAFUNet
 from workers.padding import SizeRequirements, pad_to
 
 __all__ = ["NightNAFNetV2", "from_v1", "load_night_v2", "save_night_v2"]
@@ -43,7 +43,7 @@ _GAIN_CHANNEL_SCALE = 0.25
 """The log-gain channel is fed scaled to about [0, 1.5]: gains up to e^6."""
 
 
-class NightNAFNetV2(nn.Module):
+class NightNAFNetV2(NAFUNet):
     """Exposure network plus NAFNet U-Net; see the module docstring."""
 
     def __init__(
@@ -62,24 +62,7 @@ class NightNAFNetV2(nn.Module):
         self.dec_blocks_cfg = [int(n) for n in dec_blocks]
         self.middle_blocks_cfg = int(middle_blocks)
         self.exposure = ExposureNet(int(exposure_width))
-        self.intro = nn.Conv2d(4, width, 3, padding=1)
-        self.ending = nn.Conv2d(width, 3, 3, padding=1)
-        self.encoders = nn.ModuleList()
-        self.downs = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        self.ups = nn.ModuleList()
-        chan = width
-        for n in self.enc_blocks_cfg:
-            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
-            self.downs.append(nn.Conv2d(chan, chan * 2, 2, stride=2))
-            chan *= 2
-        self.middle = nn.Sequential(*[NAFBlock(chan) for _ in range(self.middle_blocks_cfg)])
-        for n in self.dec_blocks_cfg:
-            self.ups.append(
-                nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2))
-            )
-            chan //= 2
-            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+        self.build_u_net(in_channels=4, out_channels=3)
 
     @property
     def size_requirements(self) -> SizeRequirements:
@@ -133,16 +116,8 @@ class NightNAFNetV2(nn.Module):
         x H x W, not clamped."""
         _, _, h, w = exposed.shape
         x_in = pad_to(exposed, self.size_requirements)
-        x = self.intro(x_in)
-        skips = []
-        for enc, down in zip(self.encoders, self.downs, strict=True):
-            x = enc(x)
-            skips.append(x)
-            x = down(x)
-        x = self.middle(x)
-        for dec, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
-            x = dec(up(x) + skip)
-        out = x_in[:, :3] + self.ending(x)
+        bottleneck, skips = self.encode(x_in)
+        out = x_in[:, :3] + self.decode(bottleneck, skips)
         return out[:, :, :h, :w]
 
     def enhance(self, image: Tensor) -> Tensor:
