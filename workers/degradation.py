@@ -38,6 +38,7 @@ from PIL import Image
 
 __all__ = [
     "DegradationParams",
+    "ShakeKernel",
     "degrade",
     "degrade_eval_set",
     "linear_to_srgb",
@@ -57,8 +58,26 @@ FLARE_RANGE = (0.0, 4e-3)
 WHITE_BALANCE_JITTER = 0.08
 
 
+class ShakeKernel:
+    """The camera-shake kernel a recipe's params record, as ``kernel_size`` and ``kernel``
+    (nested tuples, hashable and JSON friendly); shared by both recipes' params."""
+
+    kernel_size: int
+    kernel: tuple[tuple[float, ...], ...]
+
+    @property
+    def kernel_array(self) -> np.ndarray:
+        """The blur kernel as a float64 array (sums to 1)."""
+        return np.asarray(self.kernel, dtype=np.float64)
+
+    @property
+    def sharp(self) -> bool:
+        """Whether no camera shake was applied."""
+        return self.kernel_size <= 1
+
+
 @dataclass(frozen=True)
-class DegradationParams:
+class DegradationParams(ShakeKernel):
     """Everything one degradation drew, so an evaluation can report and replay it.
 
     ``kernel`` is the normalised blur kernel as nested tuples (hashable and JSON friendly); a 1x1
@@ -76,16 +95,6 @@ class DegradationParams:
     full_well: float
     read_noise: float
     jpeg_quality: int
-
-    @property
-    def kernel_array(self) -> np.ndarray:
-        """The blur kernel as a float64 array (sums to 1)."""
-        return np.asarray(self.kernel, dtype=np.float64)
-
-    @property
-    def sharp(self) -> bool:
-        """Whether no camera shake was applied."""
-        return self.kernel_size <= 1
 
     def summary(self) -> dict[str, Any]:
         """The scalar parameters as a JSON-ready dict (the kernel itself is left out)."""

@@ -53,6 +53,7 @@ from workers.degradation import (
     READ_NOISE_RANGE,
     SHARP_PROBABILITY,
     WHITE_BALANCE_JITTER,
+    ShakeKernel,
     _jpeg,
     _log_uniform,
     linear_to_srgb,
@@ -102,7 +103,7 @@ _SRGB_U8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).as
 
 
 @dataclass(frozen=True)
-class SceneParams:
+class SceneParams(ShakeKernel):
     """Everything one scene drew, so a training log can report it and a test can replay it.
 
     Light positions are fractions of the frame, radii fractions of its diagonal, colours unit
@@ -130,16 +131,6 @@ class SceneParams:
     gamma: float
     jpeg_quality: int
     kappa: float
-
-    @property
-    def kernel_array(self) -> np.ndarray:
-        """The blur kernel as a float64 array (sums to 1)."""
-        return np.asarray(self.kernel, dtype=np.float64)
-
-    @property
-    def sharp(self) -> bool:
-        """Whether no camera shake was applied."""
-        return self.kernel_size <= 1
 
     def summary(self) -> dict[str, Any]:
         """The draws as a JSON-ready dict: scalars, counts and the lights as plain lists."""
