@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     """``catalogue``: each model as its catalogue entry says (``ModelEntry.acceleration``);
     any other value (``eager``, ``channels_last``, ``compile``, ``compile+channels_last``) for
     every model. Compiling happens when a model loads (``preload_models``: at worker start)."""
+    cpu_allocator: Literal["keep", "system"] = "keep"
+    """``keep``: a process that restores tells glibc's malloc to keep freed memory for reuse
+    (``workers.allocator``) instead of returning each large activation buffer to the kernel and
+    faulting it back in, zeroed, on the next tile; ``system``: malloc's own defaults (also what
+    runs under an ``LD_PRELOAD``-ed jemalloc or tcmalloc, which ignore it)."""
     cudnn_benchmark: bool = True
     """On CUDA, let cuDNN time its algorithms for the tile shapes a model is warmed up on and
     keep the fastest (``torch.backends.cudnn.benchmark``); other shapes keep its heuristics."""

@@ -26,6 +26,7 @@ import torch
 from shared.catalogue import OWN_ARCHITECTURES, ModelEntry, ModelStore
 from shared.config import Settings
 from shared.errors import ModelUnavailable
+from workers import allocator
 from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
 from workers.archs import ARCHITECTURES, OwnArchitecture, tile_requirements
 from workers.batching import DIRECT, DeviceRunner
@@ -219,7 +220,9 @@ def load_restorer(
     entry: ModelEntry, path: Path, device: torch.device, settings: Settings
 ) -> Restorer:
     """The model ready for jobs: loaded, accelerated as chosen (``workers.acceleration``) and
-    warmed up, so compiling and autotuning happen here, not in a job's restore."""
+    warmed up, so compiling and autotuning happen here, not in a job's restore. The first load
+    in a process also sets up malloc for restoring (``workers.allocator``), before any tile."""
+    allocator.configure(settings)
     restorer = _build_restorer(entry, path, device, settings)
     restorer.warm_up()
     return restorer
