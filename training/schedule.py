@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -67,6 +68,19 @@ def psnr(a: Tensor, b: Tensor) -> float:
 def charbonnier(pred: Tensor, target: Tensor, eps: float) -> Tensor:
     """Charbonnier (smooth L1) loss: sqrt((x - y)^2 + eps^2), averaged."""
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+def chroma_loss(pred: Tensor, target: Tensor, eps: float) -> Tensor:
+    """Charbonnier on the colour-difference planes (R - Y, B - Y) at half size.
+
+    Lifted shadows show noise mostly as chroma blotches a few pixels wide; the plain loss weighs
+    them like any other error, so this term puts extra weight where a person sees mottling.
+    """
+    luma = 0.2126 * pred[:, 0:1] + 0.7152 * pred[:, 1:2] + 0.0722 * pred[:, 2:3]
+    luma_t = 0.2126 * target[:, 0:1] + 0.7152 * target[:, 1:2] + 0.0722 * target[:, 2:3]
+    planes = torch.cat([pred[:, 0:1] - luma, pred[:, 2:3] - luma], dim=1)
+    planes_t = torch.cat([target[:, 0:1] - luma_t, target[:, 2:3] - luma_t], dim=1)
+    return charbonnier(F.avg_pool2d(planes, 2), F.avg_pool2d(planes_t, 2), eps)
 
 
 def lr_at(progress: float, step: int, cfg: dict[str, Any]) -> float:

@@ -16,9 +16,11 @@ Design choices, and why:
 * **Model selection on held-out photos**: BSDS500 ``train`` and ``test`` are both trained on,
   except every ``data.holdout_every``-th ``test`` photo, which is degraded once with a fixed seed
   and scored; the weights are written only when that score improves.
-* **Two losses**: Charbonnier on the restored patches, plus L1 of the exposure stage alone
+* **Three losses**: Charbonnier on the restored patches; L1 of the exposure stage alone
   against the target at 1/4 size, so the exposure network learns brightness directly instead
-  of only through the U-Net.
+  of only through the U-Net; and (from run 2) ``train.chroma_loss`` times a Charbonnier on the
+  colour-difference planes at half size, because chroma mottling in lifted shadows is what
+  real night photos showed after run 1.
 * **Degradation on the fly in the main process** (``training.data``): on a 2-core CPU a loader
   worker process takes a core from the two OpenMP threads, which then stall at every barrier;
   the :class:`~training.schedule.ThreadTuner` handles the same stall when other work runs.
@@ -54,7 +56,14 @@ from training.data import (
     load_images,
     split_holdout,
 )
-from training.schedule import ThreadTuner, charbonnier, lr_at, psnr, schedule_progress
+from training.schedule import (
+    ThreadTuner,
+    charbonnier,
+    chroma_loss,
+    lr_at,
+    psnr,
+    schedule_progress,
+)
 from workers.archs.local_exposure import apply_exposure
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, from_v1, load_night_v2, save_night_v2
 
@@ -233,6 +242,7 @@ def train(run: Run, batches: SceneBatches, val: list[tuple[Tensor, Tensor]]) -> 
         float(tcfg["grad_clip"]),
         float(tcfg["exposure_loss"]),
     )
+    chroma_weight = float(tcfg.get("chroma_loss", 0.0))
     tuner = ThreadTuner(int(tcfg.get("threads", 2)), int(tcfg.get("retune_every", 0) or 0))
     running, step, active, last = 0.0, 0, 0.0, time.time()
     for photos in batches:
@@ -249,6 +259,8 @@ def train(run: Run, batches: SceneBatches, val: list[tuple[Tensor, Tensor]]) -> 
             group["lr"] = lr
         out, target, aux = forward_batch(run.model, photos, run.device)
         loss = charbonnier(out, target, eps) + aux_weight * aux
+        if chroma_weight:
+            loss = loss + chroma_weight * chroma_loss(out, target, eps)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
