@@ -6,7 +6,8 @@ Each row runs in fresh processes, because malloc's set-up is process-wide (``wor
   a local object folder, the job run in that process), wall time from start to exit, and the
   user and system CPU seconds of that process;
 * **model alone**: the same photo decoded, its tiles cut as the worker cuts them and the model's
-  passes run on them with nothing else (``benchmarks.models.ModelPass``), after one warm-up pass.
+  passes run on them with nothing else (``benchmarks.models.ModelPass``), after one batch of
+  tiles as a warm-up.
 
 The ratio ``model / end to end`` says how much of a user's wait is the model; the rest is
 start-up, loading, decoding, the whole-photo pass the model needs, encoding and bookkeeping.
@@ -51,7 +52,8 @@ restorer = load_restorer(entry, BUNDLED_WEIGHTS / entry.weights_file, torch.devi
 pixels = np.asarray(Image.open(sys.argv[2]).convert("RGB"), dtype=np.float32) / 255.0
 image = torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
 model = ModelPass(restorer, image)
-model.run()
+with torch.inference_mode():  # warm-up: the first batch of tiles (allocator, caches)
+    restorer.forward_for(image)[1](model.batches[0], None)
 print(json.dumps({"seconds": model.seconds(1)}))
 """
 
