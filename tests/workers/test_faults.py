@@ -220,16 +220,18 @@ def test_a_message_redelivered_while_its_job_runs_elsewhere_is_skipped(
 
     env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-vis-{uuid.uuid4().hex[:6]}"}
     settings = settings_from_env(env)
-    [job_id] = submit_photos(env, s3, [("vis/big.jpg", jpeg_bytes((800, 600)))])
+    [job_id] = submit_photos(env, s3, [("vis/big.jpg", jpeg_bytes((1600, 1200)))])
     first = services.start_worker(env, tmp_path / "first.log")
     second = None
     try:
         _wait(settings, job_id, {JobStatus.running}, 60)
-        second = services.start_worker(env, tmp_path / "second.log")
+        # The tag is read while the job surely runs: starting the second worker takes seconds on
+        # a loaded machine, and the job must still be running when its message is restored.
         broker = redis.Redis.from_url(settings.broker_url)
         tags = [
             tag for tag, raw in broker.hgetall("unacked").items() if str(job_id).encode() in raw
         ]
+        second = services.start_worker(env, tmp_path / "second.log")
         assert len(tags) == 1 and _status(settings, job_id).status == JobStatus.running
         # With the workers' own transport options: they say which list a priority lives in.
         options = make_celery(settings).conf.broker_transport_options
