@@ -10,7 +10,11 @@ Each row runs in fresh processes, because malloc's set-up is process-wide (``wor
   tiles as a warm-up.
 
 The ratio ``model / end to end`` says how much of a user's wait is the model; the rest is
-start-up, loading, decoding, the whole-photo pass the model needs, encoding and bookkeeping.
+start-up, loading, decoding, the whole-photo passes the model needs, encoding and bookkeeping.
+The job's own stage timings (read back from the run's SQLite database) split that rest: the
+``restore`` stage (the model plus its whole-photo passes and the tiling), the other stages
+(download, decode, encode, upload), and what lies outside the job (the process starting,
+imports, the model loading, the database set up).
 Allocators compared: ``system`` (glibc's defaults), ``keep`` (Darkroom's default, mallopt at the
 first model load) and jemalloc through ``LD_PRELOAD`` where the library is installed. Run::
 
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -66,6 +71,10 @@ class Row:
     user_s: float
     system_s: float
     model_s: float
+    restore_s: float
+    """The job's restore stage: the model, its whole-photo passes and the tiling."""
+    stages_s: float
+    """The job's other stages: download, decode, encode and upload."""
 
     @property
     def ratio(self) -> float:
@@ -96,6 +105,15 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float,
     return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, done.stdout
 
 
+def job_stages(home: Path) -> tuple[float, float]:
+    """(restore, the other stages) in seconds, of the one job the run recorded."""
+    with sqlite3.connect(home / "darkroom.db") as db:
+        row = db.execute(
+            "SELECT restore_s, download_s + decode_s + encode_s + upload_s FROM jobs"
+        ).fetchone()
+    return float(row[0]), float(row[1])
+
+
 def measure(model: str, allocator: str, photo: Path, scratch: Path) -> Row:
     home = scratch / f"{model}-{allocator}"
     env = environment(allocator, home)
@@ -105,7 +123,7 @@ def measure(model: str, allocator: str, photo: Path, scratch: Path) -> Row:
         raise SystemExit(f"darkroom submit wrote no result for {model} ({allocator})")
     _, _, _, out = timed([sys.executable, "-c", MODEL_ALONE, model, str(photo)], env)
     model_s = float(json.loads(out.strip().splitlines()[-1])["seconds"])
-    return Row(model, allocator, wall, user, system, model_s)
+    return Row(model, allocator, wall, user, system, model_s, *job_stages(home))
 
 
 def main() -> None:
@@ -118,7 +136,8 @@ def main() -> None:
     allocators = [a for a in args.allocators.split(",") if a != "jemalloc" or JEMALLOC.exists()]
     console = Console(width=120)
     table = Table(title=f"{args.width}x{args.height} JPEG on CPU ({os.cpu_count()} cores)")
-    for column in ("model", "allocator", "end to end s", "user s", "system s", "model alone s"):
+    columns = ("model", "allocator", "end to end s", "user s", "system s", "model alone s")
+    for column in (*columns, "restore stage s", "other stages s", "outside the job s"):
         table.add_column(column)
     table.add_column("model / end to end")
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +155,9 @@ def main() -> None:
                     f"{row.user_s:.1f}",
                     f"{row.system_s:.1f}",
                     f"{row.model_s:.1f}",
+                    f"{row.restore_s:.1f}",
+                    f"{row.stages_s:.1f}",
+                    f"{row.wall_s - row.restore_s - row.stages_s:.1f}",
                     f"{row.ratio:.2f}",
                 )
     console.print(table)

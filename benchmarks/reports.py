@@ -164,7 +164,10 @@ def print_acceleration(report: acceleration.Report, console: Console) -> None:
     console.print(_acceleration_rates(report, columns))
     console.print(_acceleration_loads(report, columns))
     console.print(_acceleration_flops(report, columns))
-    console.print("catalogue values (ModelEntry.acceleration) for this device:")
+    console.print(
+        "catalogue values for this device (ModelEntry.acceleration on CUDA, "
+        "cpu_acceleration on a CPU):"
+    )
     for name, row in report.recommendations.items():
         best = row.recommended
         console.print(

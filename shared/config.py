@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """``auto``: bf16 (else fp16) autocast on CUDA where the model supports it, fp32 on CPU."""
     acceleration: Literal["catalogue"] | Acceleration = "catalogue"
-    """``catalogue``: each model as its catalogue entry says (``ModelEntry.acceleration``);
+    """``catalogue``: each model as its catalogue entry says for the device
+    (``ModelEntry.acceleration`` on CUDA, ``cpu_acceleration`` on a CPU);
     any other value (``eager``, ``channels_last``, ``compile``, ``compile+channels_last``) for
     every model. Compiling happens when a model loads (``preload_models``: at worker start)."""
     cpu_allocator: Literal["keep", "system"] = "keep"

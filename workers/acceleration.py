@@ -62,9 +62,12 @@ runs with the flag set for it, so a warm-up in another thread cannot flip it mea
 (reentrant: a module may call itself)."""
 
 
-def choose(entry: ModelEntry, settings: Settings) -> Acceleration:
-    """The entry's own measured choice, unless ``DARKROOM_ACCELERATION`` sets one for all."""
-    return entry.acceleration if settings.acceleration == "catalogue" else settings.acceleration
+def choose(entry: ModelEntry, settings: Settings, device: torch.device) -> Acceleration:
+    """The entry's own choice, measured for the kind of device it runs on (a CPU and a GPU
+    differ), unless ``DARKROOM_ACCELERATION`` sets one for all."""
+    if settings.acceleration != "catalogue":
+        return settings.acceleration
+    return entry.cpu_acceleration if device.type == "cpu" else entry.acceleration
 
 
 def _signature(device: torch.device, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Signature:

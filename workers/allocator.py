@@ -5,8 +5,8 @@ with a fresh ``mmap`` and gives it back with ``munmap`` when freed; it also trim
 heap back to the kernel. A tiled restore frees and reallocates the same large activation buffers
 for every tile, so each one was faulted in again, one zeroed page at a time: on a 12-megapixel
 photo the process spent more time in the kernel than in the model (issue 13: 119 s system
-against 64 s user). Raising both thresholds to their largest value keeps those blocks on the
-heap, where the next tile reuses them.
+against 64 s user). Raising the mmap threshold to its largest value and turning trimming off
+keeps those blocks on the heap, where the next tile reuses them.
 
 ``mallopt`` can be called any time: it changes where later blocks come from, so calling it when
 the first model loads (``workers.restorers.load_restorer``) comes before the first large
@@ -32,8 +32,13 @@ M_MMAP_THRESHOLD = -3
 """``mallopt`` parameter numbers, from glibc's ``malloc.h``."""
 
 KEEP = 2**31 - 1
-"""The largest value ``mallopt``'s ``int`` takes: only blocks above 2 GiB still get their own
-mapping, and the heap is never trimmed."""
+"""The mmap threshold: the largest value ``mallopt``'s ``int`` takes, so only blocks above
+2 GiB still get their own mapping."""
+NEVER_TRIM = -1
+"""The trim threshold: -1 turns trimming off (mallopt(3)). 2 GiB was not enough: after a batch
+of 1024-px tiles more than 2 GiB lies free at the top of the heap, and trimming it made the
+next batch fault every page back in (1,260 ``brk`` calls and 1.4 million page faults for three
+6-megapixel photos; none with trimming off)."""
 
 
 @functools.cache
@@ -56,7 +61,7 @@ def keep_freed_memory() -> bool:
     if mallopt is None:
         log.info("malloc thresholds left as they are: no glibc mallopt on this platform")
         return False
-    taken = bool(mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP))
+    taken = bool(mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
     if not taken:
         log.warning("malloc refused the raised mmap/trim thresholds; restoring on CPU is slower")
     return taken

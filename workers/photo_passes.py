@@ -1,9 +1,11 @@
-"""The passes a model makes over the whole photo before it is cut into tiles.
+"""The passes a model makes over the whole photo, before it is cut into tiles and after.
 
 Most models see their tiles alone. Darkroom's night models decide exposure from the whole
 frame, because tile by tile every tile would pick its own and the photo would come out a
 patchwork: v1 adds up one global gain over the photo and hands it to every tile; v2 exposes the
-photo region by region and its tiles are cut from the exposed photo.
+photo region by region and its tiles are cut from the exposed photo, and once they are stitched
+it cleans the colour of the shadows it lifted (``workers.chroma_cleanup``), on the whole photo
+for the same reason.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import NamedTuple, Protocol
 import torch
 
 from shared.catalogue import ModelEntry
+from workers.chroma_cleanup import SHIPPED, ChromaCleanup
 
 
 def autocast(dtype: torch.dtype | None, device: torch.device) -> AbstractContextManager[object]:
@@ -29,6 +32,9 @@ class PhotoPass(NamedTuple):
     """1 x C x H x W: what the tiles are cut from (the photo itself for most models)."""
     extras: tuple[torch.Tensor, ...] = ()
     """Per-photo inputs every tile takes besides (``1 x ...`` each)."""
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """What runs on the stitched photo (1 x 3 x H x W) before it is clamped: the night model
+    v2's chroma clean-up; None for most models."""
 
 
 GAIN_PIECE_MIN = 256
@@ -78,13 +84,26 @@ class LocalExposureNetwork(Protocol):
 
     def expose(self, image: torch.Tensor) -> torch.Tensor: ...
 
+    def log_gain_of(self, exposed: torch.Tensor) -> torch.Tensor: ...
 
-def local_exposure(model: LocalExposureNetwork) -> Callable[[torch.Tensor], PhotoPass]:
-    """The night model v2 decides exposure on the whole frame and restores the exposed photo
-    (4 channels: the photo and the gain each pixel got) tile by tile."""
+
+def local_exposure(
+    model: LocalExposureNetwork, cleanup: ChromaCleanup = SHIPPED
+) -> Callable[[torch.Tensor], PhotoPass]:
+    """The night model v2 decides exposure on the whole frame, restores the exposed photo (4
+    channels: the photo and the gain each pixel got) tile by tile, and cleans the chroma of the
+    stitched photo by the gain each pixel got."""
 
     def prepare(image: torch.Tensor) -> PhotoPass:
         with torch.inference_mode():
-            return PhotoPass(model.expose(image))
+            exposed = model.expose(image)
+        log_gain = model.log_gain_of(exposed)
+
+        def finish(restored: torch.Tensor) -> torch.Tensor:
+            # no_grad, not inference_mode: the restorer clamps the result in place.
+            with torch.no_grad():
+                return cleanup(restored, log_gain)
+
+        return PhotoPass(exposed, finish=finish)
 
     return prepare

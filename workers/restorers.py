@@ -161,14 +161,21 @@ class TiledRestorer:
             )
 
         restored = restore_with_oom_fallback(run, self.tiles, image_size=(height, width))
+        finish = photo.finish
+        if finish is not None:
+            stitched = restored
+            restored = runner.alone(lambda: finish(stitched))
         return to_numpy(restored.clamp_(0.0, 1.0))
 
     def warm_up(self) -> None:
         """Restore a photo of whole batches of full tiles once, through the path jobs take, so
         the shapes jobs meet are compiled and autotuned now rather than in a job (see
-        ``workers.acceleration``). Nothing to do for a model that runs as written."""
+        ``workers.acceleration``). Nothing to do for a model that runs as written, nor for
+        channels-last alone on a CPU: nothing there is built per shape, and the warm-up would
+        cost a whole batch of tiles (13 s on the 2-core CPU) before every one-photo
+        ``darkroom submit``."""
         accelerated = self.accelerated
-        if accelerated is None:
+        if accelerated is None or not (accelerated.compiled or self.device.type == "cuda"):
             return
         shape = full_batches_shape(self.tiles, self.size)
         if shape is None:
@@ -246,7 +253,7 @@ def _own_restorer(
     settings: Settings,
     tiles: TileConfig,
 ) -> TiledRestorer:
-    choice = choose(entry, settings)
+    choice = choose(entry, settings, device)
     try:
         model = own.load(path).to(device).eval()
         accelerated = accelerate(model, device, choice, settings, name=entry.name)
@@ -284,7 +291,7 @@ def _spandrel_restorer(
 ) -> TiledRestorer:
     from workers.spandrel_models import UnsupportedCheckpoint, load_spandrel
 
-    choice = choose(entry, settings)
+    choice = choose(entry, settings, device)
     try:
         loaded = load_spandrel(
             path, device, task_names=entry.tasks or None, precision=settings.precision

@@ -206,6 +206,15 @@ def test_more_graphs_than_dynamo_keeps_is_a_fallback_too(
         torch.testing.assert_close(restored, module(small))
 
 
+def test_the_catalogue_choice_follows_the_device() -> None:
+    entry = dataclasses.replace(
+        get_entry("darkroom-night"), acceleration="compile", cpu_acceleration="channels_last"
+    )
+    settings = Settings()
+    assert choose(entry, settings, torch.device("cpu")) == "channels_last"
+    assert choose(entry, settings, torch.device("cuda")) == "compile"
+
+
 @pytest.mark.parametrize(
     ("in_catalogue", "setting", "chosen"),
     [
@@ -219,9 +228,9 @@ def test_the_setting_overrides_the_catalogue(
     models: dict[str, tuple], in_catalogue: str, setting: str, chosen: str
 ) -> None:
     entry, path = models["mirnet"]
-    entry = dataclasses.replace(entry, acceleration=in_catalogue)
+    entry = dataclasses.replace(entry, cpu_acceleration=in_catalogue)
     settings = Settings(acceleration=setting)  # type: ignore[arg-type]
-    assert choose(entry, settings) == chosen
+    assert choose(entry, settings, torch.device("cpu")) == chosen
 
     restorer = load_restorer(entry, path, torch.device("cpu"), settings)
     assert isinstance(restorer, TiledRestorer)
@@ -229,6 +238,8 @@ def test_the_setting_overrides_the_catalogue(
         assert restorer.accelerated is None
     else:
         assert _has_channels_last_weights(restorer) and not restorer.accelerated.compiled
+        # Nothing is built per shape on a CPU without compiling: no warm-up restore at load.
+        assert not restorer.accelerated.warm_shapes
 
 
 def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

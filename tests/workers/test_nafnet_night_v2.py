@@ -1,5 +1,5 @@
-"""The night model v2: its exposure curve, crops that agree with the whole photo, tiles that
-agree with one pass, and weight files that describe themselves."""
+"""The night model v2: its exposure curve, crops that agree with the whole photo, tiles (and the
+chroma clean-up after them) that agree with one pass, and weight files that describe themselves."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.workers.arch_cases import tiny_night, tiny_night_v2
 from workers.archs.local_exposure import ExposureNet, apply_exposure, maps_for_crop
 from workers.archs.nafnet_night import save_night
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, from_v1, load_night_v2, save_night_v2
+from workers.chroma_cleanup import SHIPPED
 from workers.restorers import load_restorer
 from workers.tiling import tiled_forward
 
@@ -89,7 +90,8 @@ def test_tiles_are_cut_from_the_photo_exposed_as_a_whole(tmp_path: Path) -> None
         exposed = model.expose(photo)
         torch.testing.assert_close(restorer.per_photo(photo).tiles_from, exposed)
         alone = model.expose(photo[..., :64, :64])
-        expected = tiled_forward(model, exposed, config=restorer.tiles, size=restorer.size)
+        stitched = tiled_forward(model, exposed, config=restorer.tiles, size=restorer.size)
+        expected = SHIPPED(stitched, model.log_gain_of(exposed))  # then the chroma clean-up
     # Tiny random weights respond weakly to the photo, but far beyond float error.
     assert (alone - exposed[..., :64, :64]).abs().mean() > 1e-4, "the control shows no effect"
     np.testing.assert_allclose(

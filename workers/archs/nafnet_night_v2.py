@@ -97,6 +97,11 @@ class NightNAFNetV2(NAFUNet):
             exposed, gain = apply_exposure(image.float(), full, maps.white_balance)
         return torch.cat([exposed, gain * _GAIN_CHANNEL_SCALE], dim=1)
 
+    def log_gain_of(self, exposed: Tensor) -> Tensor:
+        """The log-gain each pixel of an exposed photo (from :meth:`expose`) got: its fourth
+        channel, unscaled (N x 1 x H x W)."""
+        return exposed[:, 3:] / _GAIN_CHANNEL_SCALE
+
     def expose_crop(
         self,
         image: Tensor,
