@@ -1,20 +1,62 @@
-"""The one padding rule: a model's input padded to its spandrel ``SizeRequirements``.
+"""The one padding rule: a model's input padded to its ``SizeRequirements``.
 
-Every model Darkroom runs states what it needs of its input's height and width as a
-``spandrel.SizeRequirements`` (minimum side, multiple of, square): spandrel's descriptors carry
-one, and Darkroom's own networks (``workers.archs``) describe themselves with the same type
-(``size_requirements``). :func:`pad_to` is the only function that pads an input to them: the
-tiles of ``workers.tiling``, the whole photo of a one-tile run, IPT's patch runner in
+Every model Darkroom runs states what it needs of its input's height and width (minimum side,
+multiple of, square): spandrel's descriptors carry a ``spandrel.SizeRequirements``, which
+``workers.spandrel_models`` turns into this module's :class:`SizeRequirements`, and Darkroom's
+own networks (``workers.archs``) describe themselves with it (``size_requirements``).
+:func:`pad_to` is the only function that pads an input to them: the tiles of
+``workers.tiling``, the whole photo of a one-tile run, IPT's patch runner in
 ``workers.spandrel_models`` and the night network's own encoder all go through it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from spandrel import SizeRequirements
 
 __all__ = ["SizeRequirements", "pad_to", "padded_size"]
+
+
+@dataclass(frozen=True)
+class SizeRequirements:
+    """What a model needs of its input's sides: at least ``minimum`` pixels, a multiple of
+    ``multiple_of``, and equal if ``square``.
+
+    The fields and the rule are spandrel's (``tests/workers/test_padding.py`` checks that the
+    padding agrees with ``spandrel.SizeRequirements`` on every size). Darkroom has its own
+    because ``import spandrel`` imports every architecture spandrel knows, and torchvision and
+    dynamo with them: 5 s of every ``darkroom submit`` on the 2-core CPU, for a type. Only
+    models loaded through spandrel import it now.
+    """
+
+    minimum: int = 0
+    multiple_of: int = 1
+    square: bool = False
+
+    def __post_init__(self) -> None:
+        if self.minimum < 0 or self.multiple_of < 1:
+            raise ValueError(f"impossible size requirements: {self}")
+        # As spandrel: the minimum is itself a multiple of ``multiple_of``.
+        object.__setattr__(self, "minimum", _round_up(self.minimum, self.multiple_of))
+
+    def get_padding(self, width: int, height: int) -> tuple[int, int]:
+        """The least ``(pad_width, pad_height)`` that meets the requirements (spandrel's
+        order: width first)."""
+        w = _round_up(max(self.minimum, width), self.multiple_of)
+        h = _round_up(max(self.minimum, height), self.multiple_of)
+        if self.square:
+            w = h = max(w, h)
+        return w - width, h - height
+
+    def check(self, width: int, height: int) -> bool:
+        """Whether a ``width`` x ``height`` input meets the requirements as it is."""
+        return self.get_padding(width, height) == (0, 0)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 def padded_size(height: int, width: int, size: SizeRequirements) -> tuple[int, int]:

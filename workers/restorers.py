@@ -39,6 +39,7 @@ from workers.photo_passes import (
     global_gain,
     local_exposure,
 )
+from workers.precision import autocast_dtype
 from workers.tile_plan import TileConfig, full_batches_shape
 from workers.tiling import restore_with_oom_fallback, tiled_forward
 
@@ -79,8 +80,6 @@ def half_dtype(
 ) -> torch.dtype | None:
     """The reduced precision to autocast Darkroom's own models to, from the precisions the
     catalogue entry lists (spandrel models use spandrel's flags, the same rule)."""
-    from workers.spandrel_models import autocast_dtype
-
     return autocast_dtype(
         device,
         supports_half="fp16" in entry.precisions,

@@ -42,12 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from spandrel import ImageModelDescriptor, ModelLoader, SizeRequirements, UnsupportedModelError
+from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 from spandrel.architectures.IPT import IPT
 from spandrel.architectures.IPT.__arch.model import Model as IPTPatchRunner
 
 from shared.errors import UnsupportedCheckpoint
-from workers.padding import pad_to
+from workers.padding import SizeRequirements, pad_to
+from workers.precision import autocast_dtype
 
 __all__ = [
     "IPT_PRETRAIN_SCALES",
@@ -57,6 +58,7 @@ __all__ = [
     "autocast_dtype",
     "detect",
     "load_spandrel",
+    "size_requirements_of",
 ]
 
 IPT_PRETRAIN_SCALES: tuple[int, ...] = (2, 3, 4, 1, 1, 1)
@@ -82,36 +84,12 @@ six queries). A checkpoint with another layout can be named with ``load_spandrel
 _SR_TASK = re.compile(r"sr-x(\d+)")
 
 
-def autocast_dtype(
-    device: torch.device | str,
-    *,
-    supports_half: bool,
-    supports_bfloat16: bool,
-    precision: str = "auto",
-) -> torch.dtype | None:
-    """The reduced precision to autocast to on ``device``, or None for float32.
-
-    ``auto``: only CUDA gains from it. bfloat16 comes first: it keeps float32's range, so
-    models whose activations overflow fp16 (which is why spandrel leaves ``supports_half`` off
-    for most transformers) still work; fp16 is the fallback for GPUs without bf16. ``bf16`` or
-    ``fp16`` ask for that precision on any device (CPUs with bf16 units gain from it too), and
-    still get float32 for a model that does not support it: a wrong answer is worse than a
-    slow one.
-    """
-    device = torch.device(device)
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16 if supports_bfloat16 else None
-    if precision == "fp16":
-        return torch.float16 if supports_half else None
-    if device.type != "cuda":
-        return None
-    if supports_bfloat16 and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if supports_half:
-        return torch.float16
-    return None
+def size_requirements_of(descriptor: ImageModelDescriptor) -> SizeRequirements:
+    """A spandrel descriptor's requirements as ``workers.padding``'s type."""
+    theirs = descriptor.size_requirements
+    return SizeRequirements(
+        minimum=theirs.minimum, multiple_of=theirs.multiple_of, square=theirs.square
+    )
 
 
 @dataclass(eq=False)
@@ -151,9 +129,9 @@ class LoadedModel:
 
     @property
     def size_requirements(self) -> SizeRequirements:
-        """What the model needs of its input's height and width (spandrel's own), which
-        ``workers.padding.pad_to`` pads tiles to."""
-        return self.descriptor.size_requirements
+        """What the model needs of its input's height and width (spandrel's own, as
+        ``workers.padding``'s type), which ``workers.padding.pad_to`` pads tiles to."""
+        return size_requirements_of(self.descriptor)
 
     @property
     def device(self) -> torch.device:

@@ -27,6 +27,7 @@ from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
 from workers.archs.nafnet_night import NightNAFNet, save_night
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, save_night_v2
 from workers.padding import SizeRequirements
+from workers.spandrel_models import size_requirements_of
 from workers.tile_plan import TileConfig, tile_and_overlap
 
 MAX_ASPECT = 50
@@ -103,7 +104,7 @@ def requirements(arch: str) -> SizeRequirements:
     if arch == "nafnet-night-v2":
         return tile_requirements(tiny_night_v2())
     loader = ModelLoader("cpu")
-    return loader.load_from_state_dict(spandrel_module(arch).state_dict()).size_requirements
+    return size_requirements_of(loader.load_from_state_dict(spandrel_module(arch).state_dict()))
 
 
 def entries_by_tiling() -> list[ModelEntry]:

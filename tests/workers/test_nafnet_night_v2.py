@@ -4,6 +4,8 @@ chroma clean-up after them) that agree with one pass, and weight files that desc
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,29 @@ def test_weight_files_round_trip_and_other_files_are_refused(tmp_path: Path) -> 
 def test_the_shipped_configuration_stays_small() -> None:
     model = NightNAFNetV2()
     assert sum(p.numel() for p in model.parameters()) * 4 < 8 * 1024 * 1024
+
+
+NIGHT_WITHOUT_SPANDREL = """
+import sys
+import numpy as np
+import torch
+from shared.catalogue import BUNDLED_WEIGHTS, get_entry
+from shared.config import Settings
+import workers.pipeline
+from workers.restorers import load_restorer
+entry = get_entry("darkroom-night")
+path = BUNDLED_WEIGHTS / entry.weights_file
+restorer = load_restorer(entry, path, torch.device("cpu"), Settings())
+restorer.restore(np.full((40, 60, 3), 0.05, dtype=np.float32))
+print("spandrel" in sys.modules, "torchvision" in sys.modules)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter that imports torch
+def test_the_night_model_loads_and_restores_without_importing_spandrel() -> None:
+    """``import spandrel`` imports every architecture it knows and torchvision with them: 5 s
+    of every one-photo ``darkroom submit``, for models the night model does not use."""
+    out = subprocess.run(
+        [sys.executable, "-c", NIGHT_WITHOUT_SPANDREL], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]

@@ -83,10 +83,31 @@ def test_a_side_shorter_than_its_padding_is_replicated_not_refused() -> None:
     assert torch.equal(padded[:, :, :8, 774:], reflected)
 
 
+@pytest.mark.parametrize(
+    ("minimum", "multiple_of", "square"),
+    [(0, 1, False), (48, 1, False), (50, 16, False), (0, 128, True), (7, 4, True), (0, 8, False)],
+)
+def test_the_padding_rule_is_spandrels(minimum: int, multiple_of: int, square: bool) -> None:
+    ours = SizeRequirements(minimum=minimum, multiple_of=multiple_of, square=square)
+    theirs = spandrel.SizeRequirements(minimum=minimum, multiple_of=multiple_of, square=square)
+    assert ours.minimum == theirs.minimum
+    for width in SIDES:
+        for height in SIDES:
+            assert ours.get_padding(width, height) == theirs.get_padding(width, height)
+            assert ours.check(width, height) == theirs.check(width, height)
+
+
+def test_impossible_requirements_are_refused() -> None:
+    with pytest.raises(ValueError):
+        SizeRequirements(multiple_of=0)
+    with pytest.raises(ValueError):
+        SizeRequirements(minimum=-1)
+
+
 def test_own_networks_describe_themselves_like_spandrels() -> None:
     mirnet, night = MIRNet(num_features=8, number_msrb=0, number_rrg=1), NightNAFNet()
     for network in (mirnet, night):
-        assert isinstance(network.size_requirements, spandrel.SizeRequirements)
+        assert isinstance(network.size_requirements, SizeRequirements)
     assert mirnet.size_requirements.multiple_of == mirnet.size_multiple == 4
     assert night.size_requirements.multiple_of == night.size_multiple == 8
     # Tiles of both are padded to multiples of 8 at least, as the restorer always did.
