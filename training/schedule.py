@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workers.chroma_cleanup import colour_difference
+
 
 class ThreadTuner:
     """Pick the faster of 1 and ``max_threads`` intra-op threads, re-measured periodically.
@@ -76,10 +78,7 @@ def chroma_loss(pred: Tensor, target: Tensor, eps: float) -> Tensor:
     Lifted shadows show noise mostly as chroma blotches a few pixels wide; the plain loss weighs
     them like any other error, so this term puts extra weight where a person sees mottling.
     """
-    luma = 0.2126 * pred[:, 0:1] + 0.7152 * pred[:, 1:2] + 0.0722 * pred[:, 2:3]
-    luma_t = 0.2126 * target[:, 0:1] + 0.7152 * target[:, 1:2] + 0.0722 * target[:, 2:3]
-    planes = torch.cat([pred[:, 0:1] - luma, pred[:, 2:3] - luma], dim=1)
-    planes_t = torch.cat([target[:, 0:1] - luma_t, target[:, 2:3] - luma_t], dim=1)
+    planes, planes_t = colour_difference(pred)[1], colour_difference(target)[1]
     return charbonnier(F.avg_pool2d(planes, 2), F.avg_pool2d(planes_t, 2), eps)
 
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from training.schedule import psnr
 from training.train import REPO_ROOT, load_config, load_data
 from workers.archs.nafnet_night_v2 import load_night_v2
-from workers.chroma_cleanup import LUMA, ChromaCleanup
+from workers.chroma_cleanup import ChromaCleanup, colour_difference
 
 CANDIDATES = [
     ChromaCleanup(kernel=kernel, eps=eps, subsample=2)
@@ -42,14 +42,9 @@ BLOTCH_TIE = 0.01
 
 
 def blotch_error(pred: Tensor, target: Tensor) -> float:
-    """Mean |error| of (R - Y, B - Y) after a 4x4 box average, x255."""
-    weights = torch.tensor(LUMA).view(1, 3, 1, 1)
-
-    def planes(image: Tensor) -> Tensor:
-        luma = (image.clamp(0, 1) * weights).sum(dim=1, keepdim=True)
-        return F.avg_pool2d(torch.cat([image[:, 0:1], image[:, 2:3]], dim=1) - luma, 4)
-
-    return float((planes(pred) - planes(target)).abs().mean()) * 255.0
+    """Mean |error| of (R - Y, B - Y) after a 4x4 box average, x255, of two [0, 1] images."""
+    pooled = [F.avg_pool2d(colour_difference(image)[1], 4) for image in (pred, target)]
+    return float((pooled[0] - pooled[1]).abs().mean()) * 255.0
 
 
 def score(

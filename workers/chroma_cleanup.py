@@ -29,10 +29,26 @@ import torch
 from kornia.filters import guided_blur
 from torch import Tensor
 
-__all__ = ["ChromaCleanup", "LUMA"]
+from workers.no_reference import LUMA_WEIGHTS
 
-LUMA = (0.2126, 0.7152, 0.0722)
-"""Rec. 709 luma weights, the ones every real-dim measure uses."""
+__all__ = ["SHIPPED", "ChromaCleanup", "colour_difference", "from_colour_difference"]
+
+
+def colour_difference(image: Tensor) -> tuple[Tensor, Tensor]:
+    """(luma, colour) of an N x 3 x H x W RGB image: the luma by the weights every real-dim
+    measure uses (``workers.no_reference.LUMA_WEIGHTS``, N x 1 x H x W) and the
+    colour-difference planes R - Y, B - Y (N x 2 x H x W)."""
+    weights = torch.from_numpy(LUMA_WEIGHTS).to(image.device, image.dtype).view(1, 3, 1, 1)
+    luma = (image * weights).sum(dim=1, keepdim=True)
+    return luma, torch.cat([image[:, 0:1] - luma, image[:, 2:3] - luma], dim=1)
+
+
+def from_colour_difference(luma: Tensor, colour: Tensor) -> Tensor:
+    """The RGB image back from :func:`colour_difference`'s planes."""
+    red, blue = luma + colour[:, 0:1], luma + colour[:, 1:2]
+    weight_r, weight_g, weight_b = (float(w) for w in LUMA_WEIGHTS)
+    green = (luma - weight_r * red - weight_b * blue) / weight_g
+    return torch.cat([red, green, blue], dim=1)
 
 
 @dataclass(frozen=True)
@@ -52,17 +68,13 @@ class ChromaCleanup:
         gain each pixel got (``NightNAFNetV2.expose``'s gain channel, unscaled)."""
         with torch.autocast(restored.device.type, enabled=False):
             image = restored.float()
-            weights = torch.tensor(LUMA, device=image.device).view(1, 3, 1, 1)
-            luma = (image * weights).sum(dim=1, keepdim=True)
-            colour = torch.cat([image[:, 0:1] - luma, image[:, 2:3] - luma], dim=1)
+            luma, colour = colour_difference(image)
             smooth = guided_blur(
                 luma, colour, self.kernel, self.eps, "replicate", subsample=self.subsample
             )
             strength = (1.0 - torch.exp(-log_gain.float().clamp(min=0.0))).to(image.dtype)
             colour = torch.lerp(colour, smooth, strength)
-            red, blue = luma + colour[:, 0:1], luma + colour[:, 1:2]
-            green = (luma - LUMA[0] * red - LUMA[2] * blue) / LUMA[1]
-            return torch.cat([red, green, blue], dim=1).to(restored.dtype)
+            return from_colour_difference(luma, colour).to(restored.dtype)
 
 
 SHIPPED = ChromaCleanup()

@@ -55,7 +55,6 @@ __all__ = [
     "IPT_PRETRAIN_TASKS",
     "LoadedModel",
     "UnsupportedCheckpoint",
-    "autocast_dtype",
     "detect",
     "load_spandrel",
     "size_requirements_of",

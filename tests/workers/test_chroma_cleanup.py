@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers.chroma_cleanup import LUMA, SHIPPED
+from workers.chroma_cleanup import SHIPPED, colour_difference, from_colour_difference
 
 LIFTED = 3.0
 """A log-gain of 3: a shadow lifted about 20 times."""
 
 
 def _luma(image: torch.Tensor) -> torch.Tensor:
-    return (image * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return colour_difference(image)[0]
 
 
 def _blotchy_grey(size: int = 96, seed: int = 0) -> torch.Tensor:
@@ -22,15 +22,11 @@ def _blotchy_grey(size: int = 96, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.randn(1, 2, size // 4, size // 4, generator=generator) * 0.04
     colour = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-    luma = torch.full((1, 1, size, size), 0.4)
-    red, blue = luma + colour[:, :1], luma + colour[:, 1:]
-    green = (luma - LUMA[0] * red - LUMA[2] * blue) / LUMA[1]
-    return torch.cat([red, green, blue], dim=1)
+    return from_colour_difference(torch.full((1, 1, size, size), 0.4), colour)
 
 
 def _colour_spread(image: torch.Tensor) -> float:
-    luma = _luma(image)
-    return float(torch.cat([image[:, :1] - luma, image[:, 2:] - luma], 1).std())
+    return float(colour_difference(image)[1].std())
 
 
 def test_blotches_in_a_lifted_shadow_flatten_and_luma_is_kept() -> None:

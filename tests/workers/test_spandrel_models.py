@@ -25,12 +25,12 @@ from spandrel.architectures.SCUNet import SCUNet
 from shared.catalogue import CATALOGUE, ModelEntry
 from shared.config import Settings
 from shared.errors import DarkroomError
+from workers.precision import autocast_dtype
 from workers.restorers import load_restorer
 from workers.spandrel_models import (
     IPT_PRETRAIN_TASKS,
     LoadedModel,
     UnsupportedCheckpoint,
-    autocast_dtype,
     detect,
     load_spandrel,
 )
