@@ -228,12 +228,23 @@ class ModelOut(BaseModel):
     overlap: int
     precisions: list[str]
     licence: str
+    noncommercial: bool = Field(
+        description="The weights may not be used commercially (or carry no licence)."
+    )
+    allowed: bool = Field(
+        description=(
+            "Whether jobs may name it here: false for a non-commercial model unless the "
+            "operator set DARKROOM_ALLOW_NONCOMMERCIAL_MODELS."
+        )
+    )
+    parameters: int | None
     source_urls: list[str]
+    urls: list[str]
     sha256: str | None
     default_options: dict[str, Any]
 
     @classmethod
-    def from_entry(cls, entry: ModelEntry, queue: str, *, ready: bool) -> ModelOut:
+    def from_entry(cls, entry: ModelEntry, queue: str, *, ready: bool, allowed: bool) -> ModelOut:
         return cls(
             name=entry.name,
             task=entry.task,
@@ -247,7 +258,11 @@ class ModelOut(BaseModel):
             overlap=entry.overlap,
             precisions=list(entry.precisions),
             licence=entry.licence,
+            noncommercial=entry.noncommercial,
+            allowed=allowed,
+            parameters=entry.parameters,
             source_urls=list(entry.source_urls),
+            urls=list(entry.urls),
             sha256=entry.sha256,
             default_options=entry.default_options,
         )

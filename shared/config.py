@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     model_prefix: str = "models/"
     preload_models: list[str] = Field(default_factory=list)
     """Models a worker loads at start instead of on its first job."""
+    allow_noncommercial_models: bool = False
+    """Let jobs (and ``darkroom eval``) use models whose weights are licensed for non-commercial
+    use only, or carry no licence (``ModelEntry.noncommercial``: Zero-DCE, Zero-DCE++, the KAIR
+    DnCNN file). Off, naming one is refused with ``model_not_allowed`` before anything is
+    stored or queued; they stay listed, marked, so nobody uses one without choosing to."""
     model_cache_mb: int = 8192
     """Weights kept loaded per worker; least recently used models are dropped beyond this."""
     tile_batch_size: int = 4

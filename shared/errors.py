@@ -16,6 +16,7 @@
     ├── InvalidImage              422  corrupt, truncated, not an image, too many pixels
     ├── ModelNotFound             422  no such model in the catalogue
     ├── UnsupportedCheckpoint     422  a weights file no known architecture can run
+    ├── ModelNotAllowed           403  a non-commercial model the operator has not allowed
     ├── ModelUnavailable          503  the model exists but its weights are not installed
     ├── PayloadTooLarge           413
     ├── RateLimited               429  over the tenant's rate; carries retry_after_s
@@ -60,6 +61,7 @@ class ErrorCode(enum.StrEnum):
     invalid_image = "invalid_image"
     model_not_found = "model_not_found"
     unsupported_checkpoint = "unsupported_checkpoint"
+    model_not_allowed = "model_not_allowed"
     model_unavailable = "model_unavailable"
     payload_too_large = "payload_too_large"
     rate_limited = "rate_limited"
@@ -154,6 +156,11 @@ class ModelNotFound(DarkroomError):
 class UnsupportedCheckpoint(DarkroomError):
     code = ErrorCode.unsupported_checkpoint
     http_status = 422
+
+
+class ModelNotAllowed(DarkroomError):
+    code = ErrorCode.model_not_allowed
+    http_status = 403
 
 
 class ModelUnavailable(DarkroomError):

@@ -5,7 +5,8 @@ frame, because tile by tile every tile would pick its own and the photo would co
 patchwork: v1 adds up one global gain over the photo and hands it to every tile; v2 exposes the
 photo region by region and its tiles are cut from the exposed photo, and once they are stitched
 it cleans the colour of the shadows it lifted (``workers.chroma_cleanup``), on the whole photo
-for the same reason.
+for the same reason. Of the published lightweight models, Zero-DCE++ estimates its curve map on
+the whole photo shrunk, and IAT its gamma and colour matrix on the whole photo (``photo_inputs``).
 """
 
 from __future__ import annotations
@@ -105,5 +106,27 @@ def local_exposure(
                 return cleanup(restored, log_gain)
 
         return PhotoPass(exposed, finish=finish)
+
+    return prepare
+
+
+class PhotoInputsNetwork(Protocol):
+    """A network that says itself what its whole-photo pass gives the tiles (``ZeroDCEPlusPlus``,
+    ``IAT``): what they are cut from, and per-photo inputs (``1 x ...``) every tile takes."""
+
+    def photo_inputs(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
+
+
+def photo_inputs(
+    model: PhotoInputsNetwork, dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], PhotoPass]:
+    """The network's own whole-photo pass, run once per photo before its tiles."""
+
+    def prepare(image: torch.Tensor) -> PhotoPass:
+        with torch.inference_mode(), autocast(dtype, image.device):
+            tiles_from, extras = model.photo_inputs(image)
+        return PhotoPass(tiles_from.to(image.dtype), tuple(e.float() for e in extras))
 
     return prepare

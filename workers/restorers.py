@@ -34,10 +34,12 @@ from workers.padding import SizeRequirements
 from workers.photo_passes import (
     ExposureNetwork,
     LocalExposureNetwork,
+    PhotoInputsNetwork,
     PhotoPass,
     autocast,
     global_gain,
     local_exposure,
+    photo_inputs,
 )
 from workers.precision import autocast_dtype
 from workers.tile_plan import TileConfig, full_batches_shape
@@ -254,7 +256,7 @@ def _own_restorer(
 ) -> TiledRestorer:
     choice = choose(entry, settings, device)
     try:
-        model = own.load(path).to(device).eval()
+        model = own.load(path, **entry.arch_options).to(device).eval()
         accelerated = accelerate(model, device, choice, settings, name=entry.name)
         dtype = half_dtype(entry, device, settings.precision)
 
@@ -270,11 +272,13 @@ def _own_restorer(
             prepare = global_gain(cast(ExposureNetwork, model), entry, dtype)
         elif own.whole_photo == "local-exposure":
             prepare = local_exposure(cast(LocalExposureNetwork, model))
+        elif own.whole_photo == "photo-inputs":
+            prepare = photo_inputs(cast(PhotoInputsNetwork, model), dtype)
         return TiledRestorer(
             entry.name,
             forward,
             device,
-            size=tile_requirements(model),
+            size=tile_requirements(model, own.tile_multiple),
             scale_for=lambda task: 1,
             tiles=tiles,
             nbytes=_module_bytes(model),

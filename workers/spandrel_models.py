@@ -259,7 +259,44 @@ def _load_descriptor(path: Path, device: torch.device | str) -> ImageModelDescri
             f"it is a {descriptor.architecture.id} {descriptor.purpose.lower()} model, "
             "not an image-to-image one",
         )
+    _check_runs_on_rgb(path, descriptor)
     return descriptor
+
+
+PROBE_SIDE = 32
+"""Side of the RGB image a loaded checkpoint must restore before it is accepted."""
+
+
+def _check_runs_on_rgb(path: Path, descriptor: ImageModelDescriptor) -> None:
+    """Refuse a checkpoint no photo could run through, before anyone registers it or a job
+    meets it. Detection is a key-name heuristic, so a file can be taken for an architecture it
+    is not: spandrel 0.4.2 reads KAIR's colour FFDNet as a 12-channel FDnCNN, which fails with a
+    channel-count error on every RGB image. The channel counts catch that case; a small RGB
+    image through the model catches any other mismatch."""
+    described = f"{descriptor.architecture.id} ({', '.join(descriptor.tags) or 'no tags'})"
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise _refuse(
+            path,
+            f"spandrel takes it for a {described} with {descriptor.input_channels} input and "
+            f"{descriptor.output_channels} output channels, but Darkroom restores 3-channel RGB "
+            "photos; it may be an architecture spandrel misdetects (KAIR's FFDNet files are "
+            "read as a 12-channel FDnCNN)",
+        )
+    requirements = size_requirements_of(descriptor)
+    side = max(PROBE_SIDE, requirements.minimum)
+    side += -side % max(1, requirements.multiple_of)
+    probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            output = descriptor(probe.to(descriptor.device))
+    except (RuntimeError, ValueError) as exc:
+        raise _refuse(
+            path,
+            f"spandrel takes it for a {described}, but it fails on an RGB image: "
+            f"{type(exc).__name__}: {_first_line(exc)}",
+        ) from exc
+    if output.shape[1] != 3:
+        raise _refuse(path, f"it turns an RGB image into {output.shape[1]} channels")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,9 +16,15 @@ models_router = APIRouter(tags=["meta"])
 
 @models_router.get("/v1/models", response_model=list[ModelOut])
 def list_models(settings: SettingsDep, models: ModelsDep) -> list[ModelOut]:
-    """Every model a job may name, and whether its weights are installed (``ready``)."""
+    """Every model Darkroom knows, whether its weights are installed (``ready``) and whether
+    jobs may name it under its licence here (``allowed``)."""
     return [
-        ModelOut.from_entry(entry, settings.queue_for(entry.family), ready=models.ready(entry))
+        ModelOut.from_entry(
+            entry,
+            settings.queue_for(entry.family),
+            ready=models.ready(entry),
+            allowed=models.allowed(entry),
+        )
         for entry in models.entries()
     ]
 

@@ -19,7 +19,15 @@ from typing import Any
 from shared.config import Acceleration
 from shared.errors import InvalidRequest, ModelNotFound
 
-OWN_ARCHITECTURES = ("mirnet", "nafnet-night", "nafnet-night-v2")
+OWN_ARCHITECTURES = (
+    "mirnet",
+    "nafnet-night",
+    "nafnet-night-v2",
+    "zero-dce",
+    "zero-dce-pp",
+    "sci",
+    "iat",
+)
 """Architectures implemented in ``workers/archs``; every other one is loaded through spandrel."""
 
 
@@ -37,6 +45,11 @@ class ModelEntry:
     urls: tuple[str, ...] = ()
     sha256: str | None = None
     licence: str = ""
+    noncommercial: bool = False
+    """The weights may not be used commercially (CC BY-NC) or carry no licence at all: jobs may
+    name the model only where ``DARKROOM_ALLOW_NONCOMMERCIAL_MODELS`` is on."""
+    parameters: int | None = None
+    """Parameters the network runs with, for the listing (published models)."""
     scale: int = 1
     tasks: tuple[str, ...] = ()
     """Per-job tasks of a multi-task model, in head order; empty for single-task models."""
@@ -56,6 +69,9 @@ class ModelEntry:
     bundled: bool = False
     """True for Darkroom's own models, whose weights ship inside the package."""
     default_options: dict[str, Any] = field(default_factory=dict)
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    """Keywords for the architecture's loader (Darkroom's own architectures), e.g. Zero-DCE++'s
+    ``scale_factor``; empty: the architecture's defaults."""
 
     def check_task(self, task: str | None) -> str | None:
         """The head a job runs: its ``task`` option on a multi-task model, else None."""
@@ -238,12 +254,174 @@ _ENTRIES = [
     ),
 ]
 
-CATALOGUE: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
+
+# The published lightweight models: Darkroom's own implementations of their architectures
+# (``workers/archs``) load the authors' files unchanged; URLs and digests are the files in the
+# authors' repositories, checked against ../shared/reference-models by the conformance tests.
+_RAW = "https://raw.githubusercontent.com"
+_NC = "CC BY-NC 4.0 (authors' README): non-commercial research use only"
+_CURVE_SCALE = (
+    "The curve map is estimated on a copy of the photo shrunk to at most 512 px on its longer "
+    "side (scale ceil(side / 512): 1 up to 512 px, 8 for a 12-megapixel photo) and applied at "
+    "full resolution."
+)
+
+_LIGHTWEIGHT = [
+    ModelEntry(
+        name="zero-dce",
+        task="low-light",
+        architecture="zero-dce",
+        family="light",
+        description=(
+            "Zero-DCE (CVPR 2020): eight pixel-wise brightening curves estimated by a 79 K "
+            "parameter CNN; keeps black and white, does not denoise."
+        ),
+        weights_file="zero-dce_Epoch99.pth",
+        source_urls=("https://github.com/Li-Chongyi/Zero-DCE",),
+        urls=(f"{_RAW}/Li-Chongyi/Zero-DCE/master/Zero-DCE_code/snapshots/Epoch99.pth",),
+        sha256="a4395acb874f320375d9704997cef874eaaaaa26a1777ceb29a92b70f74c3612",
+        licence=_NC,
+        noncommercial=True,
+        parameters=79_416,
+    ),
+    ModelEntry(
+        name="zero-dce-pp",
+        task="low-light",
+        architecture="zero-dce-pp",
+        family="light",
+        description=(
+            "Zero-DCE++ (TPAMI 2021): one brightening curve map from a 10.5 K parameter CNN. "
+            + _CURVE_SCALE
+        ),
+        weights_file="zero-dce-pp_Epoch99.pth",
+        source_urls=("https://github.com/Li-Chongyi/Zero-DCE_extension",),
+        urls=(
+            f"{_RAW}/Li-Chongyi/Zero-DCE_extension/main/Zero-DCE%2B%2B/"
+            "snapshots_Zero_DCE%2B%2B/Epoch99.pth",
+        ),
+        sha256="ca8855b90df9a80fa4195a831f33d3476b1964f787eb70602797c773067f3b84",
+        licence=_NC,
+        noncommercial=True,
+        parameters=10_561,
+    ),
+    ModelEntry(
+        name="sgz",
+        task="low-light",
+        architecture="zero-dce-pp",
+        family="light",
+        description=(
+            "SGZ (semantic-guided Zero-DCE++, WACV 2022): the Zero-DCE++ network trained with a "
+            "segmentation loss, MIT licensed. " + _CURVE_SCALE
+        ),
+        weights_file="sgz_Epoch99.pth",
+        source_urls=(
+            "https://github.com/ShenZheng2000/Semantic-Guided-Low-Light-Image-Enhancement",
+        ),
+        urls=(
+            f"{_RAW}/ShenZheng2000/Semantic-Guided-Low-Light-Image-Enhancement/main/weight/"
+            "Epoch99.pth",
+        ),
+        sha256="54d87f6f3a2b5ee495abec7e714afcdf60eaa8d15370dd500792cd4f45f442f1",
+        licence="MIT (ShenZheng2000/Semantic-Guided-Low-Light-Image-Enhancement)",
+        parameters=10_561,
+    ),
+    *(
+        ModelEntry(
+            name=f"sci-{variant}",
+            task="low-light",
+            architecture="sci",
+            family="light",
+            description=(
+                f"SCI (CVPR 2022), {trained}: divides the photo by an illumination map from "
+                "three 3x3 layers (258 parameters); the lightest model here."
+            ),
+            weights_file=f"sci_{variant}.pt",
+            source_urls=("https://github.com/vis-opt-group/SCI",),
+            urls=(f"{_RAW}/vis-opt-group/SCI/main/weights/{variant}.pt",),
+            sha256=digest,
+            licence="MIT (vis-opt-group/SCI)",
+            parameters=258,
+        )
+        for variant, trained, digest in (
+            (
+                "medium",
+                "trained on LOL and LSRW",
+                "4ff1e7e66e8f18114f790e5085ca4c936f0858e329e7ad1cb65b8aa09a9c6916",
+            ),
+            (
+                "difficult",
+                "trained on DARK FACE (very dark scenes)",
+                "657fa1f280cae1035df0d5cbe628e91f2d0f28660df608a3fa3f7e9a71da5a13",
+            ),
+        )
+    ),
+    *(
+        ModelEntry(
+            name=f"iat-{variant}",
+            task="low-light",
+            architecture="iat",
+            family="light",
+            description=(
+                f"IAT (BMVC 2022), {trained}: a per-pixel multiply and add, then one gamma and "
+                "colour matrix for the whole photo from a small transformer (91 K parameters)."
+            ),
+            weights_file=f"iat_best_Epoch_{file_variant}.pth",
+            source_urls=("https://github.com/cuiziteng/Illumination-Adaptive-Transformer",),
+            urls=(
+                f"{_RAW}/cuiziteng/Illumination-Adaptive-Transformer/main/IAT_enhance/"
+                f"best_Epoch_{file_variant}.pth",
+            ),
+            sha256=digest,
+            licence="Apache-2.0 (cuiziteng/Illumination-Adaptive-Transformer)",
+            parameters=91_154,
+        )
+        for variant, file_variant, trained, digest in (
+            (
+                "lol",
+                "lol_v1",
+                "trained on LOL-v1 low-light pairs",
+                "6fb32236152283d3f3633ea1b79601c7e819efbf9d87d6b4767e1db0f1f3435b",
+            ),
+            (
+                "exposure",
+                "exposure",
+                "trained for exposure correction (under- and over-exposed photos; it barely "
+                "lifts very dark ones)",
+                "15a9494582f028bef996d4af7145860eaa5d67799d2b0625ed93ff8c546ea3ee",
+            ),
+        )
+    ),
+    ModelEntry(
+        name="dncnn-color",
+        task="denoise",
+        architecture="DnCNN",
+        family="spandrel",
+        description=(
+            "DnCNN (TIP 2017), colour, blind: 20 plain convolutions predict the noise and "
+            "subtract it (668 K parameters, KAIR format, loaded through spandrel)."
+        ),
+        weights_file="kair_dncnn_color_blind.pth",
+        source_urls=("https://github.com/zhengdihan/Unsupervised_denoising",),
+        urls=(f"{_RAW}/zhengdihan/Unsupervised_denoising/master/model_zoo/dncnn_color_blind.pth",),
+        sha256="dfe11a6b703304df82cdf236f431fc6492766c7b9119d97e943edeb392c710a3",
+        licence=(
+            "no licence stated (zhengdihan/Unsupervised_denoising, a copy of KAIR's file): "
+            "treated as non-commercial"
+        ),
+        noncommercial=True,
+        parameters=668_227,
+        precisions=("fp32", "bf16"),
+    ),
+]
+
+CATALOGUE: dict[str, ModelEntry] = {entry.name: entry for entry in (*_ENTRIES, *_LIGHTWEIGHT)}
 
 DEFAULT_MODEL = "darkroom-night"
 
 PRESETS: dict[str, str] = {
     "handheld-night": "retinexformer-lol+nafnet-gopro+scunet-real",
+    "light-curve": "sgz+dncnn-color",
+    "light-retinex": "sci-medium+dncnn-color",
 }
 """Named chains. A chain is steps joined by ``+``, each ``model`` or ``model:task``, run one
 after another in one worker on the decoded pixels (no re-encoding between steps)."""

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from shared.catalogue.entries import CATALOGUE, PRESETS, ModelEntry
 from shared.config import Settings
-from shared.errors import InputNotFound, InvalidRequest, ModelNotFound, ModelUnavailable
+from shared.errors import (
+    InputNotFound,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    ModelUnavailable,
+)
 from shared.storage import Storage
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().with_name("weights")
@@ -137,8 +143,23 @@ class ModelStore:
         for part in parts:
             name, _, step_task = part.strip().partition(":")
             entry = self.resolve(name)
+            self.check_allowed(entry)
             steps.append((entry, entry.check_task(step_task or task)))
         return steps
+
+    def allowed(self, entry: ModelEntry) -> bool:
+        """Whether jobs may use the entry under this deployment's licence setting."""
+        return not entry.noncommercial or self.settings.allow_noncommercial_models
+
+    def check_allowed(self, entry: ModelEntry) -> None:
+        """Refuse a non-commercial model unless the operator has allowed them: every way a job
+        names a model (API, CLI, chains, presets, ``darkroom eval``) comes through here."""
+        if not self.allowed(entry):
+            raise ModelNotAllowed(
+                f"model {entry.name!r} may not be used commercially (licence: {entry.licence}); "
+                "an operator who uses it for research only can allow such models with "
+                "DARKROOM_ALLOW_NONCOMMERCIAL_MODELS=true"
+            )
 
     def ready(self, entry: ModelEntry) -> bool:
         """Whether a worker can load the entry's weights without an operator's help."""

@@ -10,6 +10,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from shared.catalogue import ModelEntry, ModelStore, sha256_file, validate_name
 from shared.cli.common import console, fail
@@ -37,15 +38,33 @@ def _default(ctx: typer.Context) -> None:
 
 @app.command("list")
 def list_models() -> None:
-    """Every model jobs may name, with its queue and whether its weights are installed."""
+    """Every model Darkroom knows: its queue, whether its weights are installed, and its
+    licence (non-commercial ones are refused unless DARKROOM_ALLOW_NONCOMMERCIAL_MODELS is on)."""
     store = _store()
     settings = store.settings
-    table = Table("name", "task", "queue", "ready", "weights")
+    table = Table("name", "task", "queue", "ready", "weights", "licence")
     for entry in store.entries():
         task = entry.task + (f" ({', '.join(entry.tasks)})" if entry.tasks else "")
         ready = "[green]yes[/green]" if store.ready(entry) else "[yellow]no[/yellow]"
-        table.add_row(entry.name, task, settings.queue_for(entry.family), ready, entry.weights_file)
+        table.add_row(
+            entry.name,
+            task,
+            settings.queue_for(entry.family),
+            ready,
+            entry.weights_file,
+            _licence(entry, allowed=store.allowed(entry)),
+        )
     console.print(table)
+
+
+def _licence(entry: ModelEntry, *, allowed: bool) -> Text:
+    """The licence as the user should read it: a non-commercial one says so first."""
+    if not entry.noncommercial:
+        return Text(entry.licence or "not stated")
+    state = "allowed here" if allowed else "refused: DARKROOM_ALLOW_NONCOMMERCIAL_MODELS is off"
+    text = Text("NON-COMMERCIAL ", style="bold red")
+    text.append(f"({state}): {entry.licence}")
+    return text
 
 
 def _download(url: str, target: Path) -> None:
@@ -73,13 +92,36 @@ def pull(
     name: Annotated[str, typer.Argument(help="A catalogue model.")],
     url: Annotated[str | None, typer.Option(help="Download from here instead.")] = None,
     sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the file.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Install this local copy instead of downloading (no internet access); it is "
+            "verified the same way.",
+        ),
+    ] = None,
 ) -> None:
-    """Download a model's published checkpoint into the model store, verifying SHA-256."""
+    """Download a model's published checkpoint into the model store, verifying SHA-256; a file
+    with another digest is refused and nothing is stored."""
     store = _store()
     try:
         entry = store.resolve(name)
     except DarkroomError as exc:
         raise fail(exc.message) from exc
+    if entry.noncommercial:
+        console.print(
+            f"{name}: licence {entry.licence}. Jobs may use it only where "
+            "DARKROOM_ALLOW_NONCOMMERCIAL_MODELS=true.",
+            markup=False,
+        )
+    if file is not None:
+        try:
+            digest = store.put_weights(entry, file, sha256)
+        except DarkroomError as exc:
+            raise fail(exc.message) from exc
+        console.print(f"{name}: stored {store.describe(entry.weights_file)}, SHA-256 {digest}")
+        return
     source = url or (entry.urls[0] if entry.urls else None)
     if source is None:
         pages = " or ".join(entry.source_urls) or "its publisher"

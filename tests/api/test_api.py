@@ -22,6 +22,8 @@ from tests.services import REPO
         ({"input_key": ""}, 422, "invalid_request"),
         ({"model": "mirnet-lol"}, 422, "invalid_request"),
         ({"input_key": "a.jpg", "model": "unknown"}, 422, "model_not_found"),
+        ({"input_key": "a.jpg", "model": "zero-dce"}, 403, "model_not_allowed"),
+        ({"input_key": "a.jpg", "model": "light-curve"}, 403, "model_not_allowed"),
         ({"input_key": "../../etc/passwd"}, 400, "invalid_request"),
         ({"input_key": "a.jpg", "input_bucket": "someone-elses"}, 403, "input_not_allowed"),
     ],
@@ -86,6 +88,10 @@ def test_listing_is_cursor_paginated_and_filtered(client: TestClient, settings: 
 def test_models_health_and_readiness(client: TestClient, settings: Settings) -> None:
     models = {m["name"]: m for m in client.get("/v1/models").json()}
     assert models["mirnet-lol"]["queue"] == settings.queue_for("mirnet")
+    assert models["zero-dce"]["noncommercial"] and not models["zero-dce"]["allowed"]
+    assert "CC BY-NC" in models["zero-dce"]["licence"]
+    assert models["sgz"]["allowed"] and not models["sgz"]["noncommercial"]
+    assert models["sgz"]["urls"] and models["sgz"]["parameters"] == 10_561
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from spandrel import ModelLoader
+from spandrel.architectures.DnCNN import DnCNN
 from spandrel.architectures.FFTformer import FFTformer
 from spandrel.architectures.IPT import IPT
 from spandrel.architectures.NAFNet import NAFNet
@@ -22,10 +23,13 @@ from spandrel.architectures.RetinexFormer import RetinexFormer
 from spandrel.architectures.SCUNet import SCUNet
 
 from shared.catalogue import CATALOGUE, ModelEntry
-from workers.archs import tile_requirements
+from workers.archs import ARCHITECTURES, OwnNetwork, tile_requirements
+from workers.archs.iat import IAT
 from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
 from workers.archs.nafnet_night import NightNAFNet, save_night
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, save_night_v2
+from workers.archs.sci import SCI
+from workers.archs.zero_dce import ZeroDCE, ZeroDCEPlusPlus
 from workers.padding import SizeRequirements
 from workers.spandrel_models import size_requirements_of
 from workers.tile_plan import TileConfig, tile_and_overlap
@@ -61,7 +65,23 @@ def tiny_night_v2(levels: int = 4) -> NightNAFNetV2:
     return model.eval()
 
 
+PUBLISHED_BUILDERS: dict[str, Callable[[], OwnNetwork]] = {
+    "zero-dce": ZeroDCE,
+    "zero-dce-pp": ZeroDCEPlusPlus,
+    "sci": SCI,
+    "iat": IAT,
+}
+"""The published lightweight architectures at their real size (they are small already), with
+seeded random weights, saved as plain state dicts like the authors' files."""
+
+
+def published(arch: str) -> OwnNetwork:
+    torch.manual_seed(0)
+    return PUBLISHED_BUILDERS[arch]().eval()
+
+
 SPANDREL_BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
+    "DnCNN": lambda: DnCNN(in_nc=3, out_nc=3, nc=8, nb=20, act_mode="R"),
     "NAFNet": lambda: NAFNet(width=8, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1]),
     "RetinexFormer": lambda: RetinexFormer(n_feat=8, stage=1, num_blocks=[1, 1, 1]),
     "SCUNet": lambda: SCUNet(config=[1, 1, 1, 1, 1, 1, 1], dim=64),
@@ -89,6 +109,8 @@ def save_tiny(entry: ModelEntry, folder: Path) -> Path:
         save_night(tiny_night(), path)
     elif entry.architecture == "nafnet-night-v2":
         save_night_v2(tiny_night_v2(), path)
+    elif entry.architecture in PUBLISHED_BUILDERS:
+        torch.save(published(entry.architecture).state_dict(), path)
     else:
         torch.save(spandrel_module(entry.architecture, entry.scale).state_dict(), path)
     return path
@@ -103,6 +125,8 @@ def requirements(arch: str) -> SizeRequirements:
         return tile_requirements(tiny_night())
     if arch == "nafnet-night-v2":
         return tile_requirements(tiny_night_v2())
+    if arch in PUBLISHED_BUILDERS:
+        return tile_requirements(published(arch), ARCHITECTURES[arch].tile_multiple)
     loader = ModelLoader("cpu")
     return size_requirements_of(loader.load_from_state_dict(spandrel_module(arch).state_dict()))
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from spandrel.architectures.DnCNN import DnCNN
 from spandrel.architectures.FFTformer import FFTformer
 from spandrel.architectures.IPT import IPT
 from spandrel.architectures.NAFNet import NAFNet
@@ -104,6 +105,14 @@ SINGLE_TASK: list[
         None,
         (False, True),
         32,
+    ),
+    (
+        "DnCNN",
+        lambda: DnCNN(in_nc=3, out_nc=3, nc=8, nb=20, act_mode="R"),
+        "dncnn-color.pth",
+        None,
+        (False, True),
+        1,
     ),
 ]
 

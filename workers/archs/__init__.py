@@ -35,24 +35,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
+from workers.archs.iat import IAT, load_iat
 from workers.archs.mirnet import MIRNet, load_mirnet
 from workers.archs.nafnet_night import NightNAFNet, load_night
 from workers.archs.nafnet_night_v2 import NightNAFNetV2, load_night_v2
+from workers.archs.sci import SCI, load_sci
+from workers.archs.zero_dce import ZeroDCE, ZeroDCEPlusPlus, load_zero_dce, load_zero_dce_pp
 from workers.padding import SizeRequirements
 
 __all__ = ["ARCHITECTURES", "OwnArchitecture", "OwnNetwork", "tile_requirements"]
 
-OwnNetwork = MIRNet | NightNAFNet | NightNAFNetV2
+OwnNetwork = MIRNet | NightNAFNet | NightNAFNetV2 | ZeroDCE | ZeroDCEPlusPlus | SCI | IAT
 """A network of one of Darkroom's own architectures."""
 
-WholePhoto = Literal["global-gain", "local-exposure"] | None
+WholePhoto = Literal["global-gain", "local-exposure", "photo-inputs"] | None
 
 TILE_MULTIPLE = 8
-"""Tiles of Darkroom's own networks are padded to multiples of 8 at least, as the reference
-MIRNet's inference crops to (the network itself needs 4); the shipped night network needs 16."""
+"""Tiles of Darkroom's own networks are padded to multiples of 8 at least by default, as the
+reference MIRNet's inference crops to (the network itself needs 4); the shipped night network
+needs 16."""
 
 
 @dataclass(frozen=True)
@@ -61,23 +64,30 @@ class OwnArchitecture:
 
     name: str
     """The catalogue's name for it (``ModelEntry.architecture``)."""
-    load: Callable[[Path], OwnNetwork]
-    """Checkpoint file -> the network, in eval mode on the CPU; ``ValueError`` for a file that
-    is not one of its checkpoints."""
+    load: Callable[..., OwnNetwork]
+    """Checkpoint file (and the entry's ``arch_options`` as keywords) -> the network, in eval
+    mode on the CPU; ``ValueError`` for a file that is not one of its checkpoints."""
     whole_photo: WholePhoto = None
     """The pass over the whole photo the network needs before its tiles: ``"global-gain"``,
     one exposure every tile takes (``gain_stats`` / ``log_gain_from_stats`` /
     ``forward(x, log_gain)``, the night model v1); ``"local-exposure"``, the photo exposed
-    region by region, which the tiles are then cut from (``expose``, the night model v2)."""
+    region by region, which the tiles are then cut from (``expose``, the night model v2);
+    ``"photo-inputs"``, whatever the network's own ``photo_inputs(image)`` returns: what the
+    tiles are cut from and what every tile takes besides (Zero-DCE++'s curve map stacked on the
+    photo, IAT's gamma and colour matrix)."""
+    tile_multiple: int = 8
+    """Tiles are padded to multiples of this too (:func:`tile_requirements`): 8 as the reference
+    MIRNet's inference crops to; 1 for the published lightweight models, whose authors' code
+    runs any size unpadded, so a photo that fits one tile gives exactly their output."""
 
 
-def tile_requirements(model: OwnNetwork) -> SizeRequirements:
+def tile_requirements(model: OwnNetwork, multiple: int = TILE_MULTIPLE) -> SizeRequirements:
     """What the tiles of ``model`` are padded to: its own requirements, with sides a multiple
-    of :data:`TILE_MULTIPLE` too."""
+    of ``multiple`` too (the architecture's ``tile_multiple``)."""
     own = model.size_requirements
     return SizeRequirements(
         minimum=own.minimum,
-        multiple_of=math.lcm(own.multiple_of, TILE_MULTIPLE),
+        multiple_of=math.lcm(own.multiple_of, multiple),
         square=own.square,
     )
 
@@ -88,5 +98,11 @@ ARCHITECTURES: dict[str, OwnArchitecture] = {
         OwnArchitecture("mirnet", load_mirnet),
         OwnArchitecture("nafnet-night", load_night, whole_photo="global-gain"),
         OwnArchitecture("nafnet-night-v2", load_night_v2, whole_photo="local-exposure"),
+        OwnArchitecture("zero-dce", load_zero_dce, tile_multiple=1),
+        OwnArchitecture(
+            "zero-dce-pp", load_zero_dce_pp, whole_photo="photo-inputs", tile_multiple=1
+        ),
+        OwnArchitecture("sci", load_sci, tile_multiple=1),
+        OwnArchitecture("iat", load_iat, whole_photo="photo-inputs", tile_multiple=1),
     )
 }

@@ -9,11 +9,18 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from spandrel.architectures.NAFNet import NAFNet
 
+from shared.catalogue import CATALOGUE, ModelStore
+from shared.config import Settings
+from shared.storage import make_storage
+from tests.conftest import shared_dir
 from tests.shared.cli.test_photos import darkroom
+from tests.workers.test_published_models import manifest, read_png16, reference_input, tolerance
+from workers.restorers import RestorerCache
 
 pytestmark = pytest.mark.slow  # runs the darkroom CLI: seconds a test
 
@@ -121,3 +128,117 @@ def test_pull_without_a_direct_link_says_where_to_get_it(
     assert result.returncode == 1
     message = " ".join(result.stderr.split())
     assert "Retinexformer" in message and "--url" in message
+
+
+PACK_WEIGHTS = shared_dir() / "reference-models" / "weights"
+
+
+def test_pull_installs_the_published_zero_dce_file_and_refuses_any_other(
+    file_server: tuple[str, Path], tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The catalogue's digest is the authors' file's: the real file is installed, a file with
+    another digest at the same link is refused and nothing is stored."""
+    base, root = file_server
+    url = f"{base}/Epoch99.pth"
+    (root / "Epoch99.pth").write_bytes((PACK_WEIGHTS / "sgz_Epoch99.pth").read_bytes())
+    other = darkroom("models", "pull", "zero-dce", "--url", url, env=env, cwd=tmp_path)
+    assert other.returncode == 1
+    assert CATALOGUE["zero-dce"].sha256 in " ".join(other.stderr.split())
+    assert not (tmp_path / "store" / "zero-dce_Epoch99.pth").exists()
+
+    (root / "Epoch99.pth").write_bytes((PACK_WEIGHTS / "zero-dce_Epoch99.pth").read_bytes())
+    pulled = darkroom("models", "pull", "zero-dce", "--url", url, env=env, cwd=tmp_path)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (
+        "CC BY-NC 4.0" in pulled.stdout and "DARKROOM_ALLOW_NONCOMMERCIAL_MODELS" in pulled.stdout
+    )
+    installed = tmp_path / "store" / "zero-dce_Epoch99.pth"
+    assert installed.read_bytes() == (PACK_WEIGHTS / "zero-dce_Epoch99.pth").read_bytes()
+    assert darkroom("models", "verify", "zero-dce", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_pull_from_a_local_copy_verifies_it_too(tmp_path: Path, env: dict[str, str]) -> None:
+    wrong = darkroom(
+        "models",
+        "pull",
+        "sci-medium",
+        "--file",
+        str(PACK_WEIGHTS / "sci_difficult.pt"),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert wrong.returncode == 1 and not (tmp_path / "store" / "sci_medium.pt").exists()
+    good = darkroom(
+        "models",
+        "pull",
+        "sci-medium",
+        "--file",
+        str(PACK_WEIGHTS / "sci_medium.pt"),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert good.returncode == 0, good.stderr
+    listed = darkroom("models", "list", env=env, cwd=tmp_path)
+    row = next(line for line in listed.stdout.splitlines() if "sci-medium" in line)
+    assert "yes" in row and "MIT" in row
+
+
+def test_list_says_plainly_which_models_are_non_commercial(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    listed = darkroom("models", "list", env=env, cwd=tmp_path)
+    row = next(line for line in listed.stdout.splitlines() if line.split()[1:2] == ["zero-dce"])
+    assert "NON-COMMERCIAL" in row and "refused" in row
+    allowed = darkroom(
+        "models", "list", env={**env, "DARKROOM_ALLOW_NONCOMMERCIAL_MODELS": "true"}, cwd=tmp_path
+    )
+    row = next(line for line in allowed.stdout.splitlines() if line.split()[1:2] == ["zero-dce"])
+    assert "NON-COMMERCIAL" in row and "allowed here" in row
+
+
+def test_add_accepts_the_published_dncnn_file_and_it_restores_the_reference(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    added = darkroom(
+        "models",
+        "add",
+        str(PACK_WEIGHTS / "kair_dncnn_color_blind.pth"),
+        "--name",
+        "my-dncnn",
+        "--task",
+        "denoise",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "DnCNN" in added.stdout
+
+    settings = Settings(home=tmp_path, model_dir=tmp_path / "store", device="cpu")
+    store = ModelStore(settings, make_storage(settings))
+    restorer = RestorerCache(settings, store).get(store.resolve("my-dncnn"))
+    reference = manifest()["dncnn-color-blind"]["outputs"][0]
+    restored = restorer.restore(reference_input(reference))
+    expected = read_png16(shared_dir() / "reference-models" / reference["file"])
+    assert np.abs(restored - expected).max() <= tolerance("dncnn-color-blind")
+
+
+def test_add_refuses_the_ffdnet_file_spandrel_misdetects(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    refused = darkroom(
+        "models",
+        "add",
+        str(PACK_WEIGHTS / "kair_ffdnet_color.pth"),
+        "--name",
+        "my-ffdnet",
+        "--task",
+        "denoise",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 1
+    message = " ".join(refused.stderr.split())
+    assert "12 input and 12 output channels" in message and "RGB" in message
+    assert "Traceback" not in refused.stderr
+    assert not list((tmp_path / "store").glob("my-ffdnet*"))
+    assert "my-ffdnet" not in darkroom("models", "list", env=env, cwd=tmp_path).stdout
