@@ -40,6 +40,7 @@ import torch
 
 from shared.catalogue import ModelEntry
 from shared.config import Acceleration, Settings
+from workers.out_of_memory import is_out_of_memory
 
 __all__ = [
     "AcceleratedForward",
@@ -165,13 +166,17 @@ class AcceleratedForward:
             args = tuple(map(_channels_last, args))
             kwargs = {key: _channels_last(value) for key, value in kwargs.items()}
         signature = _signature(self.device, args, kwargs)
-        if self._warming:
-            self._warm.add(signature)
-        warm = signature in self._warm
+        warm = self._warming or signature in self._warm
         with _cudnn_benchmark(warm) if self._autotune else nullcontext():
             if warm and self._compiled is not None:
-                return self._run_compiled(args, kwargs)
-            return self._eager(*args, **kwargs)
+                result = self._run_compiled(args, kwargs)
+            else:
+                result = self._eager(*args, **kwargs)
+        if self._warming:
+            # Only once the call has succeeded: a warm-up that ran out of memory must not leave
+            # a shape marked warm that was never compiled, to be compiled inside a job.
+            self._warm.add(signature)
+        return result
 
     def _run_compiled(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         assert self._compiled is not None
@@ -183,9 +188,13 @@ class AcceleratedForward:
             # run eager in silence; failing makes that a fallback with a warning, as below.
             with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
                 return self._compiled(*args, **kwargs)
-        except torch.OutOfMemoryError:
-            raise  # the tiled path retries with smaller tiles
         except Exception as exc:
+            if is_out_of_memory(exc):
+                # Not a compiler failure: the tiled path retries with smaller tiles, and the
+                # model keeps its compiled path.
+                if isinstance(exc, torch.OutOfMemoryError):
+                    raise
+                raise torch.OutOfMemoryError(f"out of memory while compiling: {exc}") from exc
             # Dynamo and inductor raise many types (BackendCompilerFailed, Unsupported, C++
             # build errors, FailOnRecompileLimitHit); all mean the same here. Eager then
             # decides: a genuine error in the model raises there too.

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,27 @@ STOP_GRACE_S = 600.0
 12-MP photo on a slow model takes minutes on a small GPU."""
 
 
-def resolve_gpus(spec: str) -> list[str]:
-    """``all`` (every GPU torch sees), or comma-separated indices or MIG/GPU UUIDs, which
-    ``CUDA_VISIBLE_DEVICES`` accepts as they are (one MIG slice per process)."""
+def resolve_gpus(spec: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """``all``, or comma-separated indices or MIG/GPU UUIDs, which ``CUDA_VISIBLE_DEVICES``
+    accepts as they are (one MIG slice per process).
+
+    ``all`` means the GPUs this process was given: a scheduler (Slurm, Kubernetes, a shared
+    node's ``CUDA_VISIBLE_DEVICES=2,3``) hands a job its devices in that variable, and numbering
+    inside it would start children on GPUs 0 and 1, someone else's. Without the variable, every
+    device ``nvidia-smi -L`` lists, with each MIG slice as a device of its own (torch would count
+    a GPU split into slices as one); without nvidia-smi, torch's count.
+    """
+    environ = os.environ if environ is None else environ
     if spec.strip().lower() == "all":
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            gpus = [part.strip() for part in visible.split(",") if part.strip()]
+            if not gpus or gpus == ["-1"]:
+                raise ValueError("--gpus all: CUDA_VISIBLE_DEVICES hides every GPU")
+            return _distinct(gpus)
+        listed = listed_devices()
+        if listed:
+            return listed
         import torch
 
         count = torch.cuda.device_count()
@@ -41,10 +59,40 @@ def resolve_gpus(spec: str) -> list[str]:
     gpus = [part.strip() for part in spec.split(",") if part.strip()]
     if not gpus:
         raise ValueError(f"--gpus {spec!r}: give GPU indices or UUIDs, e.g. 0,1 or all")
+    return _distinct(gpus)
+
+
+def _distinct(gpus: list[str]) -> list[str]:
     duplicates = sorted({gpu for gpu in gpus if gpus.count(gpu) > 1})
     if duplicates:
         raise ValueError(f"--gpus lists {', '.join(duplicates)} twice: one process per GPU")
     return gpus
+
+
+_GPU_LINE = re.compile(r"^GPU (\d+): ")
+_MIG_LINE = re.compile(r"^\s+MIG .*\(UUID: (MIG-[^)\s]+)\)")
+
+
+def listed_devices() -> list[str]:
+    """The devices ``nvidia-smi -L`` lists: a GPU's index, or the UUIDs of its MIG slices when
+    it is split; empty without nvidia-smi."""
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    devices: list[str] = []
+    slices: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in listing.splitlines():
+        if gpu := _GPU_LINE.match(line):
+            current = gpu.group(1)
+            devices.append(current)
+            slices[current] = []
+        elif (mig := _MIG_LINE.match(line)) and current is not None:
+            slices[current].append(mig.group(1))
+    return [device for gpu in devices for device in (slices[gpu] or [gpu])]
 
 
 def node_name(gpu: str) -> str:
@@ -77,7 +125,9 @@ def run_per_gpu(
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for gpu in gpus:
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+            # PCI bus order: the order nvidia-smi and schedulers number GPUs in (CUDA's own
+            # default puts the fastest first, so an index would name another GPU).
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
             # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which passes
             # it on once (a second SIGINT would make Celery abandon its running jobs).
             children[gpu] = subprocess.Popen(

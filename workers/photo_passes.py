@@ -66,12 +66,16 @@ def global_gain(
         step = max(entry.tile, GAIN_PIECE_MIN)
         sums: torch.Tensor | None = None
         counts: torch.Tensor | None = None
-        with torch.inference_mode(), autocast(dtype, image.device):
+        with torch.inference_mode():
             for y in range(0, image.shape[2], step):
                 for x in range(0, image.shape[3], step):
-                    piece_sums, piece_counts = model.gain_stats(
-                        image[:, :, y : y + step, x : x + step]
-                    )
+                    # The network under autocast; its statistics come out, and add up, in
+                    # float32 (``gain_stats``).
+                    with autocast(dtype, image.device):
+                        piece_sums, piece_counts = model.gain_stats(
+                            image[:, :, y : y + step, x : x + step]
+                        )
+                    piece_sums, piece_counts = piece_sums.float(), piece_counts.float()
                     sums = piece_sums if sums is None else sums + piece_sums
                     counts = piece_counts if counts is None else counts + piece_counts
             assert sums is not None and counts is not None  # the photo has at least one piece

@@ -7,9 +7,27 @@ Its own module because both ``workers.restorers`` (Darkroom's networks) and
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["autocast_dtype"]
+__all__ = ["autocast_dtype", "finite_or_float32", "native_bf16"]
+
+log = logging.getLogger(__name__)
+
+NATIVE_BF16_CAPABILITY = 8
+"""CUDA compute capability (major) from which GPUs have bf16 units (Ampere, sm_80)."""
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes bf16 in hardware. ``torch.cuda.is_bf16_supported()``
+    alone counts emulation (a T4 or V100 says yes, then runs bf16 several times slower than fp16)
+    and asks about the current device rather than the job's."""
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= NATIVE_BF16_CAPABILITY
 
 
 def autocast_dtype(
@@ -37,8 +55,29 @@ def autocast_dtype(
         return torch.float16 if supports_half else None
     if device.type != "cuda":
         return None
-    if supports_bfloat16 and torch.cuda.is_bf16_supported():
+    if supports_bfloat16 and native_bf16(device):
         return torch.bfloat16
     if supports_half:
         return torch.float16
     return None
+
+
+def finite_or_float32(
+    run: Callable[[torch.dtype | None], torch.Tensor],
+    dtype: torch.dtype | None,
+    name: str,
+    finite: Callable[[torch.Tensor], bool] | None = None,
+) -> torch.Tensor:
+    """``run(dtype)``, run again in float32 when reduced precision made any value infinite or
+    NaN. An fp16 overflow (its largest value is 65504) would otherwise come out as black or
+    white pixels, which clamping hides; costs one check per pass. ``finite`` replaces the check
+    of the output where the output is clamped before it is seen (spandrel's call)."""
+    output = run(dtype)
+    if dtype is None:
+        return output
+    if finite(output) if finite is not None else bool(torch.isfinite(output).all()):
+        return output
+    log.warning(
+        "model %s gave non-finite values in %s; that pass runs again in float32", name, dtype
+    )
+    return run(None)

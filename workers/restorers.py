@@ -41,7 +41,7 @@ from workers.photo_passes import (
     local_exposure,
     photo_inputs,
 )
-from workers.precision import autocast_dtype
+from workers.precision import autocast_dtype, finite_or_float32
 from workers.tile_plan import TileConfig, full_batches_shape
 from workers.tiling import restore_with_oom_fallback, tiled_forward
 
@@ -161,7 +161,9 @@ class TiledRestorer:
                 check_stop=check_stop,
             )
 
-        restored = restore_with_oom_fallback(run, self.tiles, image_size=(height, width))
+        restored = restore_with_oom_fallback(
+            run, self.tiles, image_size=(height, width), size=self.size
+        )
         finish = photo.finish
         if finish is not None:
             stitched = restored
@@ -263,8 +265,11 @@ def _own_restorer(
         def forward(
             batch: torch.Tensor, task: str | None, *per_sample: torch.Tensor
         ) -> torch.Tensor:
-            with autocast(dtype, device):
-                return model(batch, *per_sample)  # the night model v1's exposure, if given
+            def run(precision: torch.dtype | None) -> torch.Tensor:
+                with autocast(precision, device):
+                    return model(batch, *per_sample)  # per-photo inputs, if the model has any
+
+            return finite_or_float32(run, dtype, entry.name)
 
         prepare = None
         # The registry says which whole-photo pass this network takes.

@@ -48,7 +48,7 @@ from spandrel.architectures.IPT.__arch.model import Model as IPTPatchRunner
 
 from shared.errors import UnsupportedCheckpoint
 from workers.padding import SizeRequirements, pad_to
-from workers.precision import autocast_dtype
+from workers.precision import autocast_dtype, finite_or_float32
 
 __all__ = [
     "IPT_PRETRAIN_SCALES",
@@ -121,6 +121,8 @@ class LoadedModel:
     """``auto``, ``fp32`` (e.g. to compare with references), ``bf16`` or ``fp16``: see
     :func:`autocast_dtype`."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, init=False)
+    _overflow: threading.local = field(default_factory=threading.local, repr=False, init=False)
+    """Per thread: whether the network's last output held inf or NaN (``watch_overflow``)."""
 
     @property
     def _is_ipt(self) -> bool:
@@ -174,21 +176,39 @@ class LoadedModel:
         if x.ndim != 4:
             raise ValueError(f"expected an N x C x H x W tensor, got shape {tuple(x.shape)}")
         head = self.head_for(task)
-        dtype = self.autocast_dtype(x.device)
-        precision = (
-            torch.autocast(device_type=x.device.type, dtype=dtype)
-            if dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), precision:
-            if not self._is_ipt:
-                # One call for the whole batch: spandrel documents 1 x C x H x W, but its
-                # padding, call and crop work on any N, and the catalogue's architectures
-                # treat the samples independently (tests/workers/test_spandrel_models.py
-                # checks each). A batch of tiles then costs one pass, not N.
-                return self.descriptor(x).to(x.dtype)
-            outputs = [self._ipt_forward(image[None], head) for image in x]
-        return torch.cat(outputs).to(x.dtype)
+
+        def run(dtype: torch.dtype | None) -> torch.Tensor:
+            precision = (
+                torch.autocast(device_type=x.device.type, dtype=dtype)
+                if dtype is not None
+                else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), precision:
+                if not self._is_ipt:
+                    # One call for the whole batch: spandrel documents 1 x C x H x W, but its
+                    # padding, call and crop work on any N, and the catalogue's architectures
+                    # treat the samples independently (tests/workers/test_spandrel_models.py
+                    # checks each). A batch of tiles then costs one pass, not N.
+                    return self.descriptor(x).to(x.dtype)
+                outputs = [self._ipt_forward(image[None], head) for image in x]
+            return torch.cat(outputs).to(x.dtype)
+
+        def finite(output: torch.Tensor) -> bool:
+            # spandrel's call clamps, which turns inf into 1: the hook saw the raw output.
+            return not self._overflow.seen and bool(torch.isfinite(output).all())
+
+        self._overflow.seen = False
+        return finite_or_float32(run, self.autocast_dtype(x.device), self.architecture, finite)
+
+    def watch_overflow(self) -> None:
+        """Note non-finite outputs of the network itself, before spandrel's call clamps them
+        (``forward`` then runs the pass again in float32)."""
+
+        def hook(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) and not bool(torch.isfinite(output).all()):
+                self._overflow.seen = True
+
+        self.descriptor.model.register_forward_hook(hook)
 
     __call__ = forward
 
@@ -335,7 +355,7 @@ def load_spandrel(
     tasks = _task_names(path, descriptor, scales, task_names)
     default_head = scales.index(max(scales))
     requirements = descriptor.size_requirements
-    return LoadedModel(
+    loaded = LoadedModel(
         architecture=str(descriptor.architecture.id),
         scale=scales[default_head],
         size_multiple=max(1, requirements.multiple_of),
@@ -349,6 +369,8 @@ def load_spandrel(
         task_scales=scales,
         precision=precision,
     )
+    loaded.watch_overflow()
+    return loaded
 
 
 def _task_names(

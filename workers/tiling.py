@@ -27,6 +27,7 @@ from dataclasses import replace
 
 import torch
 
+from workers.out_of_memory import is_out_of_memory
 from workers.padding import SizeRequirements, pad_to
 from workers.tile_plan import (
     TileConfig,
@@ -35,6 +36,7 @@ from workers.tile_plan import (
     axis_windows,
     full_batches_shape,
     plan_tiles,
+    tile_and_overlap,
 )
 
 __all__ = [
@@ -178,19 +180,30 @@ def _accumulate(
         output[0, :, y : y + th, x : x + tw] += weighted.to(output.device)
 
 
-def _smaller(config: TileConfig, image_size: tuple[int, int] | None) -> TileConfig | None:
+def _smaller(
+    config: TileConfig,
+    image_size: tuple[int, int] | None,
+    size: SizeRequirements | None = None,
+) -> TileConfig | None:
     """The next configuration to try after running out of memory, or None when out of options.
 
     The tile halves (a quarter of the activation memory) down to ``min_tile``; at ``min_tile``
     a batch of more than one tile drops to one as a last resort.  A whole-image run goes to
-    half the longer side (or ``WHOLE_IMAGE_FALLBACK_TILE`` when the size is unknown).
+    half the longer side (or ``WHOLE_IMAGE_FALLBACK_TILE`` when the size is unknown).  Halvings
+    that leave the tile the model gets unchanged (a model minimum above the halved tile, a
+    multiple that rounds it back) are skipped: the same shape would only run out again.
     """
     if config.whole_image:
         side = max(image_size) // 2 if image_size else WHOLE_IMAGE_FALLBACK_TILE
         return replace(config, tile=max(side, config.min_tile))
     assert config.tile is not None
-    if config.tile > config.min_tile:
-        return replace(config, tile=max(config.tile // 2, config.min_tile))
+    fitted = size if size is not None else SizeRequirements()
+    effective = tile_and_overlap(config, fitted)[0]
+    tile = config.tile
+    while tile > config.min_tile:
+        tile = max(tile // 2, config.min_tile)
+        if tile_and_overlap(replace(config, tile=tile), fitted)[0] < effective:
+            return replace(config, tile=tile)
     if config.batch_size > 1:
         return replace(config, batch_size=1)
     return None
@@ -206,20 +219,26 @@ def restore_with_oom_fallback(
     config: TileConfig,
     *,
     image_size: tuple[int, int] | None = None,
+    size: SizeRequirements | None = None,
 ) -> torch.Tensor:
-    """``run(config)``, retried with smaller tiles while it raises ``torch.OutOfMemoryError``.
+    """``run(config)``, retried with smaller tiles while it runs out of device memory.
 
     Out of memory on a big photo should cost time, not the job: after each failure the CUDA
     cache is emptied and the tile halved (see :func:`_smaller`), down to ``config.min_tile``;
     beyond that the last out-of-memory error is raised.  Any other error propagates at once.
-    ``image_size`` (height, width) picks the first tile when a whole-image run fails.
+    Out of memory is whatever :func:`workers.out_of_memory.is_out_of_memory` says it is (cuBLAS
+    and cuDNN allocation failures, and torch.compile's wrapped ones, too).
+    ``image_size`` (height, width) picks the first tile when a whole-image run fails; ``size``
+    (the model's requirements) tells which halvings change the tile the model really gets.
     """
     current = config
     while True:
         try:
             return run(current)
-        except torch.OutOfMemoryError:
-            following = _smaller(current, image_size)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            following = _smaller(current, image_size, size)
             if following is None:
                 raise
         # Outside the except block the traceback, and the tensors its frames hold, are gone,

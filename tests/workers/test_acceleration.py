@@ -266,3 +266,30 @@ def test_a_module_that_changes_per_task_is_not_compiled(caplog: pytest.LogCaptur
     assert accelerated is not None and not accelerated.compiled and accelerated.channels_last
     assert "model ipt-pretrain cannot be compiled" in caplog.text
     assert module.forward is accelerated  # the module's callers get the fast path
+
+
+class _OutOfMemoryOnce(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.conv(x)
+
+
+def test_a_shape_whose_warm_up_ran_out_of_memory_is_not_marked_warm() -> None:
+    """Otherwise the job that meets it would compile (and autotune) inside its own restore."""
+    module = _OutOfMemoryOnce().eval()
+    accelerated = accelerate(module, torch.device("cpu"), "channels_last", Settings(), name="oom")
+    assert accelerated is not None
+    x = torch.rand(1, 3, 16, 16)
+    with accelerated.warming_up(), pytest.raises(torch.OutOfMemoryError):
+        accelerated(x)
+    assert accelerated.warm_shapes == frozenset()
+    with accelerated.warming_up():
+        accelerated(x)
+    assert len(accelerated.warm_shapes) == 1

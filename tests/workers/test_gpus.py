@@ -31,12 +31,45 @@ def test_gpu_lists_are_parsed_and_checked() -> None:
         resolve_gpus("0,1,0")
     with pytest.raises(ValueError, match="indices"):
         resolve_gpus(" , ")
+    assert node_name("MIG-ab/3") == "gpuMIG-ab-3@%h"
+
+
+def test_all_means_the_gpus_this_process_was_given() -> None:
+    """A scheduler that gave the job GPUs 2 and 3 (or UUIDs, or MIG slices) must get workers
+    on those, not on 0 and 1."""
+    assert resolve_gpus("all", {"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    given = "GPU-8e1d2c,MIG-4f1c/1/0"
+    assert resolve_gpus("all", {"CUDA_VISIBLE_DEVICES": given}) == given.split(",")
+    with pytest.raises(ValueError, match="hides every GPU"):
+        resolve_gpus("all", {"CUDA_VISIBLE_DEVICES": ""})
+
+
+NVIDIA_SMI_L = """GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5c2a)
+  MIG 3g.20gb     Device  0: (UUID: MIG-aaaa-1111)
+  MIG 3g.20gb     Device  1: (UUID: MIG-bbbb-2222)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-77e0)
+"""
+
+
+def test_without_the_variable_every_mig_slice_is_a_device_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\ncat <<'EOF'\n{NVIDIA_SMI_L}EOF\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert resolve_gpus("all", {}) == ["MIG-aaaa-1111", "MIG-bbbb-2222", "1"]
+
+
+def test_without_nvidia_smi_all_falls_back_to_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
     if torch.cuda.device_count() == 0:
         with pytest.raises(ValueError, match="no CUDA device"):
-            resolve_gpus("all")
+            resolve_gpus("all", {})
     else:
-        assert resolve_gpus("all") == [str(i) for i in range(torch.cuda.device_count())]
-    assert node_name("MIG-ab/3") == "gpuMIG-ab-3@%h"
+        assert resolve_gpus("all", {}) == [str(i) for i in range(torch.cuda.device_count())]
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -103,6 +136,7 @@ def test_each_worker_sees_only_its_gpu_and_all_stop_together(
     assert len(set(pids.values())) == len(GPUS)
     for gpu, pid in pids.items():
         assert _environ(pid)["CUDA_VISIBLE_DEVICES"] == gpu
+        assert _environ(pid)["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(60) == 0  # warm shutdown of every worker

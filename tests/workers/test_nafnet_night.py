@@ -102,3 +102,15 @@ def test_bad_config_json_raises_value_error(tmp_path: Path) -> None:
     save_file(NightNAFNet(**TINY).state_dict(), str(path), metadata={"config": '{"depth": 3}'})
     with pytest.raises(ValueError, match="unknown"):
         load_night(path)
+
+
+def test_exposure_statistics_stay_exact_under_bf16_autocast() -> None:
+    """Summed in bf16, 280000 positions came out as 262144; the sums and counts must be float32
+    whatever precision the network runs in."""
+    model = NightNAFNet(width=4, enc_blocks=[1] * 4, middle_blocks=1, dec_blocks=[1] * 4).eval()
+    bottleneck = torch.ones(1, 64, 500, 560)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        sums, counts = model._gain_stats(bottleneck.to(torch.bfloat16))
+    assert sums.dtype == counts.dtype == torch.float32
+    assert counts[0].item() == 280_000
+    assert sums[0, 0].item() == 280_000

@@ -7,6 +7,8 @@ path is exercised on CPU-only CI as well.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from shared.catalogue import BUNDLED_WEIGHTS, get_entry
 from shared.config import Settings
 from tests.conftest import shared_dir
 from workers.evaluation import load_set
+from workers.precision import autocast_dtype, finite_or_float32, native_bf16
 from workers.restorers import half_dtype, load_restorer
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,5 +67,85 @@ def test_auto_is_float32_on_cpu_and_half_on_cuda(monkeypatch: pytest.MonkeyPatch
     assert half_dtype(night, torch.device("cpu"), "bf16") is torch.bfloat16
     assert half_dtype(night, torch.device("cpu"), "fp16") is None  # not listed: stays fp32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert half_dtype(night, torch.device("cuda")) is torch.bfloat16
     assert half_dtype(night, torch.device("cuda"), "fp32") is None
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16)],
+    ids=["T4", "V100", "A100"],
+)
+def test_gpus_without_bf16_units_get_fp16_not_emulated_bf16(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: torch.dtype
+) -> None:
+    """``torch.cuda.is_bf16_supported()`` says yes on a T4 or V100 (emulation counts): the
+    choice must follow the job's device's own capability."""
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: including_emulation or capability >= (8, 0),
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    device = torch.device("cuda", 1)
+    assert autocast_dtype(device, supports_half=True, supports_bfloat16=True) == expected
+    assert native_bf16(device) == (expected == torch.bfloat16)
+
+
+def _overflowing() -> torch.nn.Module:
+    """Finite in float32, past fp16's largest value (65504) in between."""
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1))
+    torch.nn.init.constant_(module[0].weight, 3e4)
+    torch.nn.init.constant_(module[1].weight, 1e-5)
+    for conv in module:
+        torch.nn.init.zeros_(conv.bias)
+    return module.eval()
+
+
+def test_a_pass_that_overflows_in_fp16_runs_again_in_float32(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    module = _overflowing()
+    x = torch.full((1, 3, 4, 4), 0.9)
+
+    def run(dtype: torch.dtype | None) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            return module(x).float()
+
+    assert not torch.isfinite(run(torch.float16)).all()  # the overflow is real
+    with caplog.at_level("WARNING", logger="workers.precision"):
+        out = finite_or_float32(run, torch.float16, "overflowing")
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, run(None))
+    assert any("non-finite" in r.getMessage() for r in caplog.records)
+    assert finite_or_float32(run, None, "overflowing") is not None
+
+
+def test_spandrel_models_see_the_overflow_their_clamp_would_hide(tmp_path: Path) -> None:
+    """spandrel's call clamps to [0, 1], which turns inf into white; the restorer's check looks
+    at the network's own output (a forward hook). The network here overflows to inf under
+    reduced precision only, as an fp16 activation past 65504 does."""
+    from spandrel.architectures.DnCNN import DnCNN
+
+    from workers.spandrel_models import load_spandrel
+
+    torch.manual_seed(0)
+    path = tmp_path / "dncnn.pth"
+    torch.save(DnCNN(in_nc=3, out_nc=3, nc=8, nb=20, act_mode="R").state_dict(), path)
+    loaded = load_spandrel(path, precision="fp16")
+    loaded.supports_half = True  # spandrel says no for DnCNN; the check is what is tested
+    network = loaded.descriptor.model
+    real = network.forward
+
+    def overflowing(x: torch.Tensor) -> torch.Tensor:
+        out = real(x)
+        return out * float("inf") if torch.is_autocast_enabled("cpu") else out
+
+    network.forward = overflowing  # type: ignore[method-assign]
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    out = loaded(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, real(x).clamp(0, 1))

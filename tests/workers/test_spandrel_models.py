@@ -344,6 +344,8 @@ def test_autocast_follows_spandrels_precision_flags(monkeypatch: pytest.MonkeyPa
     both = {"supports_half": True, "supports_bfloat16": True}
     assert autocast_dtype("cpu", **both) is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert autocast_dtype("cuda", **both) is torch.bfloat16
     assert autocast_dtype("cuda", supports_half=True, supports_bfloat16=False) is torch.float16
     assert autocast_dtype("cuda", supports_half=False, supports_bfloat16=False) is None

@@ -224,6 +224,56 @@ def test_oom_on_a_whole_image_run_falls_back_to_tiles() -> None:
     assert out.item() == 1000
 
 
+def test_halving_skips_tiles_the_model_would_get_anyway() -> None:
+    """A model whose minimum side (300) is above the halved tile gets 300 px tiles whatever is
+    asked below it: trying 128 and 64 would run the same shape out of memory again."""
+    tried: list[tuple[int | None, int]] = []
+    with pytest.raises(torch.OutOfMemoryError):
+        restore_with_oom_fallback(
+            _oom_run(0, tried),
+            TileConfig(tile=1024, batch_size=4, min_tile=64),
+            size=SizeRequirements(minimum=300),
+        )
+    assert tried == [(1024, 4), (512, 4), (256, 4), (256, 1)]
+
+
+def _fails_once(
+    error: BaseException, tried: list[int | None]
+) -> Callable[[TileConfig], torch.Tensor]:
+    def run(config: TileConfig) -> torch.Tensor:
+        tried.append(config.tile)
+        if len(tried) == 1:
+            raise error
+        return torch.zeros(1)
+
+    return run
+
+
+def _wrapped_oom() -> BaseException:
+    try:
+        try:
+            raise torch.OutOfMemoryError("out of memory while autotuning")
+        except torch.OutOfMemoryError as inner:
+            raise RuntimeError("backend compiler failed") from inner
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)"),
+        RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+        _wrapped_oom(),
+    ],
+    ids=["cublas", "cudnn", "wrapped-by-the-compiler"],
+)
+def test_every_kind_of_out_of_memory_halves_the_tile(error: BaseException) -> None:
+    tried: list[int | None] = []
+    restore_with_oom_fallback(_fails_once(error, tried), TileConfig(tile=512))
+    assert tried == [512, 256]
+
+
 def test_other_errors_propagate_at_once() -> None:
     tried: list[TileConfig] = []
 

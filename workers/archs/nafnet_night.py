@@ -236,10 +236,14 @@ class NightNAFNet(NAFUNet):
         -1.4 dB); on a training-sized input the two are identical, so the weights still fit."""
         win = min(_GAIN_WINDOW, bottleneck.shape[2], bottleneck.shape[3])
         local_max = F.max_pool2d(bottleneck, win, stride=win, ceil_mode=True)
-        sums = torch.cat([bottleneck.sum(dim=(2, 3)), local_max.sum(dim=(2, 3))], dim=1)
+        # Always float32, also under bf16/fp16 autocast: the sums of a large photo run into the
+        # hundreds of thousands, where bf16 has steps of 2048 (280000 positions summed to 262144).
+        sums = torch.cat(
+            [bottleneck.float().sum(dim=(2, 3)), local_max.float().sum(dim=(2, 3))], dim=1
+        )
         counts = torch.tensor(
             [bottleneck.shape[2] * bottleneck.shape[3], local_max.shape[2] * local_max.shape[3]],
-            dtype=sums.dtype,
+            dtype=torch.float32,
             device=sums.device,
         )
         return sums, counts
