@@ -40,6 +40,7 @@ other jobs' next requests gather in the queue: that wait is what fills the next 
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -228,8 +229,11 @@ class DeviceBatcher:
                 torch.cuda.synchronize(self.device)
         except BaseException as exc:  # whatever it is belongs to the jobs; this thread goes on
             traceback.clear_frames(exc.__traceback__)
-            for request in group:
-                request.future.set_exception(exc)
+            # The traceback keeps this frame (a running frame cannot be cleared): empty what it
+            # holds, or the error on the futures would keep every request's tiles alive.
+            requests, group[:] = list(group), []
+            while requests:
+                requests.pop().future.set_exception(exc)
             return
         seconds = time.perf_counter() - start
         tiles = sum(request.tiles for request in group)
@@ -292,6 +296,27 @@ class BatchedRunner:
             except BaseException:
                 future.cancel()  # not taken yet: dropped; in a pass: its slice goes unread
                 raise
+        error = future.exception()
+        if error is not None:
+            # Every job of a failed pass would raise the same exception object, and raising it
+            # adds this job's frames to its traceback: the frames hold the future, the future
+            # holds the exception, and job B's traceback would pick up job A's frames. Only the
+            # cycle collector would then free the failed attempt's tiles, so an out-of-memory
+            # retry would allocate beside them. Each job raises a copy of its own instead.
+            # Raised straight away, never named here: this frame will be in its traceback.
+            del future
+            try:
+                raise _own_copy(error)
+            finally:
+                del error
         output, seconds = future.result()
         self.busy_s += seconds
         return output
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A fresh exception equal to ``error`` (type, arguments, attributes; no traceback)."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception type that cannot be rebuilt from its arguments
+        return RuntimeError(f"{type(error).__name__}: {error}")

@@ -21,6 +21,7 @@ failing the job.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -210,6 +211,9 @@ def _smaller(
 
 
 def _release_cuda_memory() -> None:
+    """Give the failed attempt's memory back before the retry: collect first, as anything of
+    it still caught in a reference cycle is not freed by the cache alone."""
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -10,8 +10,10 @@ batches behind it are queued together and must either merge or run one pass each
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -256,6 +258,40 @@ def test_a_failed_pass_reaches_every_job_in_it_and_the_device_goes_on() -> None:
         after = batcher.submit(KEY, _doubling(passes), torch.ones(1, 3, 8, 8))
         output, seconds = after.result(WAIT_S)
     assert torch.equal(output, torch.full((1, 3, 8, 8), 2.0)) and seconds >= 0
+
+
+def test_a_failed_pass_leaves_nothing_of_the_attempt_alive() -> None:
+    """Each job of a failed pass raises its own copy of the error, so once a job has handled
+    it the tiles of the failed attempt are freed at once (no cycle through the shared future
+    for only the collector to break): what an out-of-memory retry needs before it allocates."""
+    tiles_of: list[weakref.ref[torch.Tensor]] = []
+    raised: list[BaseException] = []
+
+    def out_of_memory(inputs: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def job(runner: DeviceRunner) -> type[BaseException]:
+        tiles = torch.rand(2, 3, 8, 8)
+        tiles_of.append(weakref.ref(tiles))
+        try:
+            runner.forward(KEY, out_of_memory, tiles)
+        except torch.OutOfMemoryError as exc:
+            raised.append(exc)
+            return type(exc)
+        raise AssertionError("the pass did not fail")
+
+    gc.disable()
+    try:
+        with DeviceBatcher(CPU, max_tiles=16) as batcher, ThreadPoolExecutor(2) as pool:
+            with _held(batcher):
+                jobs = [pool.submit(job, batcher.runner(wait_check_s=0.01)) for _ in "ab"]
+                wait_until(lambda: batcher.waiting == 2, WAIT_S, message="both jobs queued")
+            assert [j.result(WAIT_S) for j in jobs] == [torch.OutOfMemoryError] * 2
+        assert raised[0] is not raised[1]
+        raised.clear()
+        assert [ref() for ref in tiles_of] == [None, None]
+    finally:
+        gc.enable()
 
 
 class _SmallDevice:
