@@ -168,3 +168,31 @@ def test_a_costlier_choice_must_be_clearly_faster(
     row = acceleration.Row("mirnet-lol", "bf16", 4, 512, 10**12, cells)
     assert row.recommended == recommended
     assert row.speed_up(recommended) == rates[recommended]
+
+
+def test_the_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
+    """``scripts/gpu-check.sh --device cpu --quick``: the same script a GPU machine runs, so it
+    cannot rot before one is at hand; every check it makes passes on the CPU."""
+    import json
+    import subprocess
+
+    report = tmp_path / "gpu-check.json"
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            str(repo / "scripts" / "gpu-check.sh"),
+            "--device",
+            "cpu",
+            "--quick",
+            "--out",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = json.loads(report.read_text())["checks"]
+    assert {check["defect"] for check in checks} >= {"1", "4", "5", "7", "8", "9", "10", "11"}
+    assert all(check["ok"] for check in checks), checks
