@@ -260,16 +260,26 @@ def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     return host.to(device, non_blocking=True)
 
 
+PINNED_MAX_BYTES = 256 * 1024 * 1024
+"""Outputs up to this size come back through pinned host memory (fast, non-blocking); larger
+ones through ordinary memory, because the CUDA host allocator rounds pinned blocks up to powers
+of two and keeps them for reuse: one x4 upscale of 100 MP would pin 32 GiB for good."""
+
+
 def to_numpy(image: torch.Tensor) -> np.ndarray:
     """``1 x C x H x W`` on any device to an ``H x W x C`` array on the host.
 
-    On CUDA the copy lands in pinned memory without blocking, then the stream is synchronised:
-    numpy must not read the array before the copy has finished.
+    The tensor is copied as it is laid out and transposed on the host: copying a permuted view
+    off the GPU would first make a contiguous copy of it there, as large as the output. On CUDA
+    the copy lands in pinned memory without blocking, then the stream is synchronised: numpy
+    must not read the array before the copy has finished.
     """
-    hwc = image[0].permute(1, 2, 0)
+    chw = image[0]
     if image.device.type != "cuda":
-        return hwc.cpu().numpy()
-    host = torch.empty(hwc.shape, dtype=hwc.dtype, pin_memory=True)
-    host.copy_(hwc, non_blocking=True)
+        return chw.permute(1, 2, 0).numpy()
+    if chw.numel() * chw.element_size() > PINNED_MAX_BYTES:
+        return chw.cpu().permute(1, 2, 0).numpy()
+    host = torch.empty(chw.shape, dtype=chw.dtype, pin_memory=True)
+    host.copy_(chw, non_blocking=True)
     torch.cuda.current_stream(image.device).synchronize()
-    return host.numpy()
+    return host.permute(1, 2, 0).numpy()

@@ -151,14 +151,18 @@ class TiledRestorer:
             # Equal keys share passes: the same loaded model, the same task.
             return runner.forward((self, task), forward, batch, _per_sample(extras, batch))
 
+        scale = self._scale_for(task)
+        output_device = output_device_for(self.device, 3 * height * scale * width * scale * 4)
+
         def run(config: TileConfig) -> torch.Tensor:
             return tiled_forward(
                 model,
                 photo.tiles_from,
-                scale=self._scale_for(task),
+                scale=scale,
                 config=config,
                 size=self.size,
                 check_stop=check_stop,
+                output_device=output_device,
             )
 
         restored = restore_with_oom_fallback(
@@ -200,6 +204,27 @@ class TiledRestorer:
             shape[0],
             len(accelerated.warm_shapes),
         )
+
+
+OUTPUT_SHARE_OF_FREE = 0.25
+"""An output (the float32 accumulator) larger than this share of the device's free memory is
+accumulated on the host: tile halving shrinks the activations, never the output, and an x4
+upscale of a 100-megapixel photo is a 19 GB accumulator."""
+
+
+def output_device_for(
+    device: torch.device, output_bytes: int, free_bytes: int | None = None
+) -> torch.device:
+    """Where the stitched output of ``output_bytes`` is accumulated: on the model's device,
+    unless it would take more than :data:`OUTPUT_SHARE_OF_FREE` of the memory free there
+    (``free_bytes``; asked of the device when not given)."""
+    if device.type != "cuda":
+        return device
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    if output_bytes > OUTPUT_SHARE_OF_FREE * free_bytes:
+        return torch.device("cpu")
+    return device
 
 
 def _per_sample(extras: tuple[torch.Tensor, ...], batch: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -293,3 +293,24 @@ def test_a_shape_whose_warm_up_ran_out_of_memory_is_not_marked_warm() -> None:
     with accelerated.warming_up():
         accelerated(x)
     assert len(accelerated.warm_shapes) == 1
+
+
+def test_outputs_too_large_for_the_device_are_accumulated_on_the_host() -> None:
+    """Tile halving shrinks activations, never the output: an x4 upscale of 100 MP is a 19 GB
+    accumulator, so past a quarter of the free memory it lives on the host."""
+    from workers.restorers import output_device_for
+
+    cuda = torch.device("cuda", 0)
+    gib = 1 << 30
+    assert output_device_for(cuda, 19 * gib, free_bytes=40 * gib) == torch.device("cpu")
+    assert output_device_for(cuda, 1 * gib, free_bytes=40 * gib) == cuda
+    assert output_device_for(torch.device("cpu"), 19 * gib) == torch.device("cpu")
+
+
+def test_to_numpy_transposes_on_the_host() -> None:
+    from workers.acceleration import to_numpy
+
+    image = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)[:1]
+    array = to_numpy(image)
+    assert array.shape == (4, 5, 3)
+    np.testing.assert_array_equal(array, image[0].permute(1, 2, 0).numpy())
