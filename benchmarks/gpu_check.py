@@ -347,7 +347,40 @@ def check_large_output(device: torch.device, quick: bool) -> Check:
     )
 
 
+def check_merged_passes(device: torch.device, quick: bool) -> Check:
+    """Defect 3: with jobs merged into one pass, the warm-up compiles and tunes the merged
+    shape too (on CUDA a merged pass is padded to ``device_batch_tiles`` rows)."""
+    if device.type != "cuda":
+        return Check("merged passes run warmed", "3", True, {"warm shapes": CUDA_ONLY})
+    import tempfile
+
+    from spandrel.architectures.NAFNet import NAFNet
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nafnet.pth"
+        torch.save(NAFNet(width=16, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).state_dict(), path)
+        entry = CATALOGUE["nafnet-gopro"]
+        settings = Settings(
+            acceleration="compile",
+            device="cuda",
+            worker_concurrency=2,
+            tile_batch_size=2,
+            device_batch_tiles=8,
+        )
+        start = time.perf_counter()
+        restorer = load_restorer(entry, path, device, settings)
+        seconds = time.perf_counter() - start
+    accelerated = getattr(restorer, "accelerated", None)
+    shapes = sorted({str(sig[0])[:40] for sig in accelerated.warm_shapes}) if accelerated else []
+    ok = any("(8," in shape for shape in shapes)
+    return Check(
+        "merged passes run warmed", "3", ok, {"warm-up s": round(seconds, 1), "warm": shapes}
+    )
+
+
 CHECKS: list[Callable[[torch.device, bool], Check]] = [
+    check_merged_passes,
     check_large_output,
     check_oom_release,
     check_bf16,

@@ -119,11 +119,15 @@ class DeviceBatcher:
     """A worker process's device thread and its queue of pass requests (see the module
     docstring). Built once per process; :meth:`runner` gives each job its handle on it."""
 
-    def __init__(self, device: torch.device, max_tiles: int) -> None:
+    def __init__(self, device: torch.device, max_tiles: int, *, pad_merged: bool = False) -> None:
         if max_tiles < 1:
             raise ValueError(f"max_tiles must be >= 1, got {max_tiles}")
         self.device = device
         self.max_tiles = max_tiles
+        self.pad_merged = pad_merged
+        """Merged passes are padded to ``max_tiles`` rows: the one merged shape the warm-up
+        compiles and autotunes (``TiledRestorer.warm_up``), instead of a new shape for every
+        way jobs' batches add up, which would run eager and untuned."""
         self._pending: deque[_Request] = deque()
         self._changed = threading.Condition()
         self._closed = False
@@ -224,7 +228,7 @@ class DeviceBatcher:
         start = time.perf_counter()
         try:
             with torch.inference_mode():
-                outputs = _one_pass(group)
+                outputs = _one_pass(group, self.max_tiles if self.pad_merged else 0)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         except BaseException as exc:  # whatever it is belongs to the jobs; this thread goes on
@@ -244,13 +248,19 @@ class DeviceBatcher:
             request.future.set_result((output, seconds * share))
 
 
-def _one_pass(group: list[_Request]) -> list[Any]:
+def _one_pass(group: list[_Request], pad_to: int = 0) -> list[Any]:
     head = group[0]
     if len(group) == 1:
         return [head.work(*head.tensors)]  # alone: no copy into a merged batch
-    merged = [torch.cat(parts) for parts in zip(*(r.tensors for r in group), strict=True)]
-    output = head.work(*merged)
     sizes = [request.tiles for request in group]
+    merged = [torch.cat(parts) for parts in zip(*(r.tensors for r in group), strict=True)]
+    if pad_to > sum(sizes):
+        # Repeats of the last row: real tiles, so the padding cannot overflow or divide by 0.
+        extra = pad_to - sum(sizes)
+        merged = [torch.cat([t, t[-1:].expand(extra, *t.shape[1:])]) for t in merged]
+    output = head.work(*merged)
+    if pad_to > sum(sizes) and output.shape[0] == pad_to:
+        output = output[: sum(sizes)]
     if output.shape[0] != sum(sizes):
         raise ValueError(
             f"a merged pass turned {sum(sizes)} tiles into {output.shape[0]} outputs; "

@@ -112,13 +112,19 @@ class WorkerContext:
         storage = make_storage(settings)
         models = ModelStore(settings, storage)
         merging = settings.worker_concurrency > 1 and settings.device_batch_tiles > 1
+        device = pick_device(settings.device)
         return cls(
             settings=settings,
             sessions=session_factory(settings.database_url),
             storage=storage,
             models=models,
             restorers=RestorerCache(settings, models),
-            batcher=DeviceBatcher(pick_device(settings.device), settings.device_batch_tiles)
+            batcher=DeviceBatcher(
+                device,
+                settings.device_batch_tiles,
+                # On CUDA every merged pass takes the one shape the warm-up compiled and tuned.
+                pad_merged=device.type == "cuda",
+            )
             if merging
             else None,
         )

@@ -42,7 +42,7 @@ from workers.photo_passes import (
     photo_inputs,
 )
 from workers.precision import autocast_dtype, finite_or_float32
-from workers.tile_plan import TileConfig, full_batches_shape
+from workers.tile_plan import TileConfig, full_batches_shape, tile_and_overlap
 from workers.tiling import restore_with_oom_fallback, tiled_forward
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,16 @@ class TiledRestorer:
         what every tile takes besides (the night model v1's exposure, ``1 x ...`` each)."""
         return self._prepare(image) if self._prepare else PhotoPass(image)
 
+    def _warm_merged(self, pixels: np.ndarray, rows: int) -> None:
+        """One pass of ``rows`` full tiles: the shape every merged pass of several jobs takes
+        on CUDA (``DeviceBatcher(pad_merged=True)``), so it runs compiled and tuned too."""
+        image = to_device(pixels, self.device)
+        photo = self.per_photo(image)
+        side = tile_and_overlap(self.tiles, self.size)[0]
+        batch, per_sample = _tile_batch(photo, side, rows)
+        with torch.inference_mode():
+            self._forward(batch, None, *per_sample)
+
     def forward_for(self, image: torch.Tensor) -> tuple[torch.Tensor, Forward]:
         """What the tiles of ``image`` (1 x 3 x H x W, on the device) are cut from, and what
         runs on each batch of them: the model alone, after the whole-photo pass it needs. The
@@ -174,7 +184,7 @@ class TiledRestorer:
             restored = runner.alone(lambda: finish(stitched))
         return to_numpy(restored.clamp_(0.0, 1.0))
 
-    def warm_up(self) -> None:
+    def warm_up(self, merged_tiles: int = 0) -> None:
         """Restore a photo of whole batches of full tiles once, through the path jobs take, so
         the shapes jobs meet are compiled and autotuned now rather than in a job (see
         ``workers.acceleration``). Nothing to do for a model that runs as written, nor for
@@ -193,6 +203,8 @@ class TiledRestorer:
         start = time.perf_counter()
         with accelerated.warming_up():
             self.restore(pixels)
+            if merged_tiles > self.tiles.batch_size:
+                self._warm_merged(pixels, merged_tiles)
         log.info(
             "warmed up model %s on %s in %.1f s (%s%s) on a %dx%d photo: %d input shape(s)",
             self.name,
@@ -227,6 +239,15 @@ def output_device_for(
     return device
 
 
+def _tile_batch(
+    photo: PhotoPass, side: int, rows: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``rows`` copies of the photo's first full tile, with their per-tile inputs."""
+    tile = photo.tiles_from[:, :, :side, :side]
+    batch = tile.expand(rows, *tile.shape[1:]).contiguous()
+    return batch, _per_sample(photo.extras, batch)
+
+
 def _per_sample(extras: tuple[torch.Tensor, ...], batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per-photo inputs repeated for every tile of ``batch``, so they can travel with the tiles
     when several photos' tiles share one pass."""
@@ -259,7 +280,8 @@ def load_restorer(
     in a process also sets up malloc for restoring (``workers.allocator``), before any tile."""
     allocator.configure(settings)
     restorer = _build_restorer(entry, path, device, settings)
-    restorer.warm_up()
+    merging = settings.worker_concurrency > 1 and settings.device_batch_tiles > 1
+    restorer.warm_up(merged_tiles=settings.device_batch_tiles if merging else 0)
     return restorer
 
 

@@ -314,3 +314,36 @@ def test_to_numpy_transposes_on_the_host() -> None:
     array = to_numpy(image)
     assert array.shape == (4, 5, 3)
     np.testing.assert_array_equal(array, image[0].permute(1, 2, 0).numpy())
+
+
+def test_the_warm_up_also_compiles_the_shape_of_merged_passes(
+    models: dict[str, tuple], monkeypatch: pytest.MonkeyPatch, fresh_dynamo: None
+) -> None:
+    """A worker merging several jobs' tiles pads every merged pass to ``device_batch_tiles``
+    rows (on CUDA): the warm-up must compile that shape too, or merged passes run eager."""
+    real = torch.compile
+    shapes: list[tuple[int, ...]] = []
+
+    def recording(fn, **options):  # type: ignore[no-untyped-def]
+        compiled = real(fn, **{**options, "backend": "eager"})  # dynamo only: cheap
+
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            shapes.append(tuple(args[0].shape))
+            return compiled(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", recording)
+    entry, path = models["nafnet"]
+    settings = Settings(
+        acceleration="compile",
+        tile_batch_size=BATCH,
+        device="cpu",
+        worker_concurrency=2,
+        device_batch_tiles=3 * BATCH,
+    )
+    restorer = load_restorer(entry, path, torch.device("cpu"), settings)
+    assert isinstance(restorer, TiledRestorer) and restorer.accelerated is not None
+    batch_sizes = {shape[0] for shape in shapes}
+    assert {BATCH, 3 * BATCH} <= batch_sizes
+    assert any(sig for sig in restorer.accelerated.warm_shapes if f"({3 * BATCH}, 3" in str(sig))

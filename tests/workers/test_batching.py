@@ -260,6 +260,24 @@ def test_a_failed_pass_reaches_every_job_in_it_and_the_device_goes_on() -> None:
     assert torch.equal(output, torch.full((1, 3, 8, 8), 2.0)) and seconds >= 0
 
 
+def test_merged_passes_are_padded_to_the_one_warmed_shape() -> None:
+    """With ``pad_merged`` (CUDA), every merged pass has ``max_tiles`` rows, the shape the
+    warm-up compiled; each job still gets exactly its own tiles back."""
+    passes: list[int] = []
+    with DeviceBatcher(CPU, max_tiles=8, pad_merged=True) as batcher:
+        with _held(batcher):
+            futures = [
+                batcher.submit(KEY, _doubling(passes), torch.full((2, 3, 8, 8), float(v)))
+                for v in (1, 2, 3)
+            ]
+        outputs = [future.result(WAIT_S)[0] for future in futures]
+        alone = batcher.submit(KEY, _doubling(passes), torch.ones(3, 3, 8, 8)).result(WAIT_S)[0]
+    assert passes == [8, 3]  # merged: padded to 8; alone: as it is
+    for output, value in zip(outputs, (1, 2, 3), strict=True):
+        assert torch.equal(output, torch.full((2, 3, 8, 8), 2.0 * value))
+    assert torch.equal(alone, torch.full((3, 3, 8, 8), 2.0))
+
+
 def test_a_failed_pass_leaves_nothing_of_the_attempt_alive() -> None:
     """Each job of a failed pass raises its own copy of the error, so once a job has handled
     it the tiles of the failed attempt are freed at once (no cycle through the shared future
