@@ -372,10 +372,13 @@ def check_merged_passes(device: torch.device, quick: bool) -> Check:
         restorer = load_restorer(entry, path, device, settings)
         seconds = time.perf_counter() - start
     accelerated = getattr(restorer, "accelerated", None)
-    shapes = sorted({str(sig[0])[:40] for sig in accelerated.warm_shapes}) if accelerated else []
-    ok = any("(8," in shape for shape in shapes)
+    warm = [str(sig) for sig in accelerated.warm_shapes] if accelerated else []
+    ok = any("((8, 3" in sig for sig in warm)  # a warmed batch of 8 tiles
     return Check(
-        "merged passes run warmed", "3", ok, {"warm-up s": round(seconds, 1), "warm": shapes}
+        "merged passes run warmed",
+        "3",
+        ok,
+        {"warm-up s": round(seconds, 1), "warm shapes": len(warm)},
     )
 
 

@@ -167,6 +167,11 @@ class AcceleratedForward:
             kwargs = {key: _channels_last(value) for key, value in kwargs.items()}
         signature = _signature(self.device, args, kwargs)
         warm = self._warming or signature in self._warm
+        if self._warming and self._autotune and self._compiled is not None:
+            # Compile first, outside the cuDNN flag's lock: the flag is one for the process,
+            # and holding its lock for a compile (minutes) would stall every other model's
+            # passes. The call below then only searches cuDNN's plans, briefly.
+            self._run_compiled(args, kwargs)
         with _cudnn_benchmark(warm) if self._autotune else nullcontext():
             if warm and self._compiled is not None:
                 result = self._run_compiled(args, kwargs)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs, logs
 from shared.backoff import backoff_delay
-from shared.catalogue import ModelStore
+from shared.catalogue import ModelEntry, ModelStore
 from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import STAGES, Job, JobStatus
@@ -38,7 +38,7 @@ from shared.storage.keys import result_key
 from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner
 from workers.decoding import decode
 from workers.encoding import encode
-from workers.restorers import RestorerCache, pick_device
+from workers.restorers import Restorer, RestorerCache, pick_device
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -200,6 +200,14 @@ class _Run:
         finally:
             self.ctx.device.release()
 
+    def _restorer(self, entry: ModelEntry, runner: DeviceRunner) -> Restorer:
+        """The entry's loaded model; loading it, if it is not, on the device (``runner``)."""
+        cache = self.ctx.restorers
+        loaded = cache.peek(entry)
+        if loaded is not None:
+            return loaded
+        return runner.alone(lambda: cache.get(entry))
+
     def execute(self) -> bool:
         """Run every stage; False when the job was taken from this worker meanwhile (the
         reaper requeued it and another delivery finished it first)."""
@@ -214,13 +222,17 @@ class _Run:
                 max_aspect_ratio=ctx.settings.max_aspect_ratio,
             )
         steps = ctx.models.chain(job.model, options.get("task"))
-        restorers = [(ctx.restorers.get(entry), task) for entry, task in steps]
         # The device is taken outside the stage, so "restore" times the model, not the wait;
         # with a batcher, "restore" includes waiting for passes that other jobs' tiles share.
-        with self.on_device() as runner, self.stage("restore"):
-            pixels = decoded.pixels
-            for restorer, task in restorers:  # one decode, one encode, whatever the chain
-                pixels = restorer.restore(pixels, self.check_stop, task, runner)
+        with self.on_device() as runner:
+            # A model not loaded yet is loaded (and warmed up) holding the device: on the
+            # batcher's device thread, the one that runs its passes later (cuDNN keeps its
+            # tuned plans per thread), and never while another job's tiles are on the device.
+            restorers = [(self._restorer(entry, runner), task) for entry, task in steps]
+            with self.stage("restore"):
+                pixels = decoded.pixels
+                for restorer, task in restorers:  # one decode, one encode, whatever the chain
+                    pixels = restorer.restore(pixels, self.check_stop, task, runner)
         # How long the device worked for this job: all of its restore when it held the device,
         # else its share of the passes, so the sum over jobs is the device's busy time.
         busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]

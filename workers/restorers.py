@@ -376,10 +376,12 @@ def _spandrel_restorer(
 class RestorerCache:
     """Loaded models of this process, most recently used last.
 
-    Shared by the worker's pool threads: one lock covers lookups, loading and eviction, so
-    jobs arriving together for a model not yet loaded load it once (the others wait for it)
-    and the budget is never counted while another thread changes it. A restorer evicted while
-    a job still holds it finishes that job; only the next one loads it again.
+    Shared by the worker's pool threads. One lock covers lookups and eviction, so the budget is
+    never counted while another thread changes it; loading happens outside it, under a lock of
+    the model's own, so jobs arriving together for a model not yet loaded load it once (the
+    others wait for it) while jobs for models already loaded never wait on someone's load (a
+    warm-up compile takes minutes). A restorer evicted while a job still holds it finishes that
+    job; only the next one loads it again.
     """
 
     def __init__(self, settings: Settings, store: ModelStore) -> None:
@@ -389,18 +391,33 @@ class RestorerCache:
         self._budget = settings.model_cache_mb * 1024 * 1024
         self._loaded: OrderedDict[str, Restorer] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, entry: ModelEntry) -> Restorer:
+    def peek(self, entry: ModelEntry) -> Restorer | None:
+        """The entry's restorer if it is loaded now (marked as just used), else None."""
         with self._lock:
             restorer = self._loaded.get(entry.name)
             if restorer is not None:
                 self._loaded.move_to_end(entry.name)
+            return restorer
+
+    def get(self, entry: ModelEntry) -> Restorer:
+        restorer = self.peek(entry)
+        if restorer is not None:
+            return restorer
+        with self._lock:
+            loading = self._loading.setdefault(entry.name, threading.Lock())
+        with loading:
+            restorer = self.peek(entry)  # loaded by the thread this one waited for
+            if restorer is not None:
                 return restorer
             path = self._store.local_weights(entry)
             restorer = load_restorer(entry, path, self._device, self._settings)
-            self._loaded[entry.name] = restorer
-            log.info("loaded model %s from %s on %s", entry.name, path, self._device)
-            self._evict()
+            with self._lock:
+                self._loaded[entry.name] = restorer
+                self._loading.pop(entry.name, None)
+                log.info("loaded model %s from %s on %s", entry.name, path, self._device)
+                self._evict()
             return restorer
 
     def _evict(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,3 +348,48 @@ def test_the_warm_up_also_compiles_the_shape_of_merged_passes(
     batch_sizes = {shape[0] for shape in shapes}
     assert {BATCH, 3 * BATCH} <= batch_sizes
     assert any(sig for sig in restorer.accelerated.warm_shapes if f"({3 * BATCH}, 3" in str(sig))
+
+
+def test_a_warm_up_compile_does_not_hold_the_process_wide_cudnn_lock(
+    monkeypatch: pytest.MonkeyPatch, fresh_dynamo: None
+) -> None:
+    """The cuDNN benchmark flag is one for the process; its lock held for a whole compile made
+    another model's pass wait 21.8 s. The compile must run outside it (autotuning on, as on
+    CUDA; the compiler is dynamo alone here, so it is cheap)."""
+    from workers import acceleration
+
+    real = torch.compile
+    held_during_compile: list[bool] = []
+
+    def probing(fn, **options):  # type: ignore[no-untyped-def]
+        compiled = real(fn, **{**options, "backend": "eager"})
+        first = True
+
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal first
+            if first:  # the compiling call: can another thread take the lock now?
+                first = False
+                taken: list[bool] = []
+
+                def try_lock() -> None:
+                    got = acceleration._CUDNN_FLAG.acquire(timeout=0)
+                    taken.append(got)
+                    if got:
+                        acceleration._CUDNN_FLAG.release()
+
+                probe = threading.Thread(target=try_lock)
+                probe.start()
+                probe.join()
+                held_during_compile.append(not taken[0])
+            return compiled(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", probing)
+    module = _TwoConvs().eval()
+    accelerated = accelerate(module, torch.device("cpu"), "compile", Settings(), name="two-convs")
+    assert accelerated is not None
+    monkeypatch.setattr(accelerated, "_autotune", True)  # as on CUDA
+    with accelerated.warming_up(), torch.inference_mode():
+        module(torch.rand(1, 3, 8, 8))
+    assert held_during_compile == [False]
