@@ -34,6 +34,16 @@ A100 (SXM and PCIe) 312; L40S 362; L40 181; L4 121; A10 125. Keyed by the words 
 whose words all appear wins, so the specific variants come first."""
 
 
+FULL_SMS: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("H100", "PCIe"), 114),
+    (("H100",), 132),
+    (("H200",), 132),
+    (("A100",), 108),
+    (("A30",), 56),
+)
+"""Multiprocessors of the whole GPU, for the GPUs that can be split into MIG slices."""
+
+
 def peak_tflops(device: torch.device, given: float | None = None) -> float | None:
     """The device's dense bf16/fp16 peak: ``given`` (``--peak-tflops``), else the table's
     figure for a known GPU, else None (a CPU, or a GPU not in the table)."""
@@ -41,8 +51,16 @@ def peak_tflops(device: torch.device, given: float | None = None) -> float | Non
         return given
     if device.type != "cuda":
         return None
-    words = set(re.split(r"[\s\-_]+", torch.cuda.get_device_name(device)))
-    return next((peak for key, peak in PEAK_TFLOPS if words.issuperset(key)), None)
+    name = torch.cuda.get_device_name(device)
+    words = set(re.split(r"[\s\-_]+", name))
+    peak = next((peak for key, peak in PEAK_TFLOPS if words.issuperset(key)), None)
+    if peak is None or "MIG" not in words:
+        return peak
+    # A MIG slice has a share of the GPU's multiprocessors, and that share of its peak.
+    full = next((sms for key, sms in FULL_SMS if words.issuperset(key)), None)
+    if full is None:
+        return None
+    return peak * torch.cuda.get_device_properties(device).multi_processor_count / full
 
 
 def count_flops(run: Callable[[], object]) -> int:

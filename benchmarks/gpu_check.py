@@ -382,6 +382,24 @@ def check_merged_passes(device: torch.device, quick: bool) -> Check:
     )
 
 
+def check_model_speeds(device: torch.device, quick: bool) -> Check:
+    """``benchmarks.models`` for darkroom-night: megapixels per second per precision through
+    the tiled restorer, on the shape its warm-up compiled (defect 12)."""
+    from benchmarks.models import measure
+
+    entry = CATALOGUE["darkroom-night"]
+    size, repeat = (128, 1) if quick else (1024, 3)
+    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    rates = {
+        precision: round(
+            measure(entry, BUNDLED_WEIGHTS / entry.weights_file, device, precision, size, repeat),
+            3,
+        )
+        for precision in precisions
+    }
+    return Check("benchmarks.models (darkroom-night, MP/s)", "12", all(rates.values()), rates)
+
+
 CHECKS: list[Callable[[torch.device, bool], Check]] = [
     check_merged_passes,
     check_large_output,
@@ -394,6 +412,7 @@ CHECKS: list[Callable[[torch.device, bool], Check]] = [
     check_exposure_sums,
     check_second_thread,
     check_precisions,
+    check_model_speeds,
 ]
 
 

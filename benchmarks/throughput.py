@@ -30,6 +30,7 @@ published size (speed does not depend on the weights).
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import math
 import sys
@@ -280,8 +281,11 @@ def run(
     assert isinstance(fp32, TiledRestorer)
     reference, out_megapixels = reference_recipe(fp32, photos)
     del restorer, fp32
+    # An accelerated module and its forward refer to each other: only the collector frees
+    # them, and the workers started next need the memory.
+    gc.collect()
     if device.type == "cuda":
-        torch.cuda.empty_cache()  # the workers need the memory
+        torch.cuda.empty_cache()
 
     prefix = f"photos-{uuid.uuid4().hex[:6]}/"
     objects = {f"{prefix}{i:03d}.jpg": data for i, data in enumerate(photos)}

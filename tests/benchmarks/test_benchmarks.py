@@ -196,3 +196,23 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
     checks = json.loads(report.read_text())["checks"]
     assert {check["defect"] for check in checks} >= {"1", "4", "5", "7", "8", "9", "10", "11"}
     assert all(check["ok"] for check in checks), checks
+
+
+def test_a_mig_slice_is_compared_with_its_share_of_the_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from benchmarks.flops import peak_tflops
+
+    monkeypatch.setattr(
+        torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB MIG 3g.20gb"
+    )
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda device=None: SimpleNamespace(multi_processor_count=42),
+    )
+    assert peak_tflops(torch.device("cuda")) == pytest.approx(312.0 * 42 / 108)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    assert peak_tflops(torch.device("cuda")) == 312.0
