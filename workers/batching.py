@@ -77,9 +77,11 @@ class DeviceRunner(Protocol):
         the ``forward`` of any one of them may run the others' inputs too."""
         ...
 
-    def alone(self, work: Callable[[], _T]) -> _T:
+    def alone(self, work: Callable[[], _T], *, charged: bool = True) -> _T:
         """``work()`` with the device to itself: work that cannot share a pass (the night
-        model's exposure, measured on the whole photo)."""
+        model's exposure, measured on the whole photo; loading a model). ``charged``: whether
+        its time counts as the job's device time (a model's load does not: it is not the
+        job's restore)."""
         ...
 
 
@@ -96,7 +98,7 @@ class DirectRunner:
     ) -> torch.Tensor:
         return forward(inputs, *per_sample)
 
-    def alone(self, work: Callable[[], _T]) -> _T:
+    def alone(self, work: Callable[[], _T], *, charged: bool = True) -> _T:
         return work()
 
 
@@ -296,10 +298,10 @@ class BatchedRunner:
     ) -> torch.Tensor:
         return self._wait(self._batcher.submit(key, forward, inputs, per_sample))
 
-    def alone(self, work: Callable[[], _T]) -> _T:
-        return self._wait(self._batcher.submit_alone(work))
+    def alone(self, work: Callable[[], _T], *, charged: bool = True) -> _T:
+        return self._wait(self._batcher.submit_alone(work), charged=charged)
 
-    def _wait(self, future: Future[tuple[Any, float]]) -> Any:
+    def _wait(self, future: Future[tuple[Any, float]], *, charged: bool = True) -> Any:
         while future not in wait((future,), timeout=self._wait_check_s).done:
             try:
                 self._check_stop()
@@ -320,7 +322,8 @@ class BatchedRunner:
             finally:
                 del error
         output, seconds = future.result()
-        self.busy_s += seconds
+        if charged:
+            self.busy_s += seconds
         return output
 
 

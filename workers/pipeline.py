@@ -206,7 +206,7 @@ class _Run:
         loaded = cache.peek(entry)
         if loaded is not None:
             return loaded
-        return runner.alone(lambda: cache.get(entry))
+        return runner.alone(lambda: cache.get(entry), charged=False)
 
     def execute(self) -> bool:
         """Run every stage; False when the job was taken from this worker meanwhile (the

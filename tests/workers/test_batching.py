@@ -102,8 +102,8 @@ class _CountingRunner:
         self._first = False
         return self._inner.forward(key, forward, inputs, per_sample)
 
-    def alone(self, work: Callable[[], Any]) -> Any:
-        return self._inner.alone(work)
+    def alone(self, work: Callable[[], Any], *, charged: bool = True) -> Any:
+        return self._inner.alone(work, charged=charged)
 
 
 def _restore_together(

@@ -145,6 +145,9 @@ class _Cache:
     def get(self, entry: Any) -> _ProbeRestorer:
         return self.restorer
 
+    def peek(self, entry: Any) -> _ProbeRestorer:
+        return self.restorer
+
 
 def _submit(settings: Settings, s3: Any, count: int, dispatcher: Any, size=(48, 32)) -> list:  # type: ignore[no-untyped-def]
     prefix = f"conc-{uuid.uuid4().hex[:6]}/"
