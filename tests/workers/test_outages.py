@@ -91,7 +91,7 @@ def test_redis_restarted_with_jobs_queued_and_running_loses_no_job(
     settings = settings_from_env(env)
     sessions = session_factory(settings.database_url)
     # One job long enough to be running across the restart, and eight queued behind it.
-    images = [("restart/big.jpg", jpeg_bytes((800, 600)))]
+    images = [("restart/big.jpg", jpeg_bytes((1600, 1200)))]
     images += [(f"restart/{i}.jpg", jpeg_bytes(seed=i)) for i in range(8)]
     ids = submit_photos(env, s3, images)
     queue = settings.queue_for("mirnet")
