@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from rich.console import Console
@@ -41,6 +45,8 @@ from shared.catalogue import CATALOGUE, ModelEntry
 from shared.config import ACCELERATIONS, Acceleration, Settings
 from workers.restorers import TiledRestorer, half_dtype, load_restorer
 from workers.tiling import full_batches_shape
+
+_T = TypeVar("_T")
 
 MARGIN = 1.05
 """A costlier choice (in the order of ``ACCELERATIONS``: eager, channels-last, compile, both) is
@@ -129,28 +135,37 @@ def measure_row(
     keeping each column's fastest pass: on a shared machine load comes and goes, and turns
     spread it over the columns instead of landing on whichever ran then. ``flops``: of one
     pass, if already counted for this model and batch size."""
-    loaded: dict[str, tuple[TiledRestorer, float]] = {}
-    for column in columns:
-        start = time.perf_counter()
-        restorer = load_restorer(
-            entry, path, device, _settings(device, precision, batch_size, column)
-        )
-        assert isinstance(restorer, TiledRestorer)
-        loaded[column] = restorer, time.perf_counter() - start
-    first = next(iter(loaded.values()))[0]
-    shape = full_batches_shape(first.tiles, first.size)
-    assert shape is not None, "catalogue models are tiled"
-    image = torch.rand((1, 3, *shape), generator=torch.Generator().manual_seed(0)).to(device)
-    passes = {column: ModelPass(restorer, image) for column, (restorer, _) in loaded.items()}
-    for column, model in passes.items():
-        if flops is None and column == "eager":
-            flops = model.flops()  # warms up as well
-        else:
-            model.run()  # warm-up: allocator, caches
-    best = {column: float("inf") for column in columns}
-    for _ in range(repeat):
+    # cuDNN's plan cache is per thread: the heuristics column runs on a thread of its own, or
+    # it would reuse the plans the autotuned columns found and measure those instead.
+    with ThreadPoolExecutor(1) as own_thread:
+
+        def on_its_thread(column: str, work: Callable[[], _T]) -> _T:
+            return own_thread.submit(work).result() if column == HEURISTICS else work()
+
+        loaded: dict[str, tuple[TiledRestorer, float]] = {}
+        for column in columns:
+            start = time.perf_counter()
+            settings = _settings(device, precision, batch_size, column)
+            restorer = on_its_thread(
+                column, functools.partial(load_restorer, entry, path, device, settings)
+            )
+            assert isinstance(restorer, TiledRestorer)
+            loaded[column] = restorer, time.perf_counter() - start
+        first = next(iter(loaded.values()))[0]
+        shape = full_batches_shape(first.tiles, first.size)
+        assert shape is not None, "catalogue models are tiled"
+        image = torch.rand((1, 3, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+        passes = {column: ModelPass(restorer, image) for column, (restorer, _) in loaded.items()}
         for column, model in passes.items():
-            best[column] = min(best[column], model.seconds(1))
+            if flops is None and column == "eager":
+                flops = model.flops()  # warms up as well
+            else:
+                on_its_thread(column, model.run)  # warm-up: allocator, caches
+        best = {column: float("inf") for column in columns}
+        for _ in range(repeat):
+            for column, model in passes.items():
+                seconds = on_its_thread(column, functools.partial(model.seconds, 1))
+                best[column] = min(best[column], seconds)
     assert flops is not None
     pixels = passes["eager"].tile_pixels
     cells = []

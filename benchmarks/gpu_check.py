@@ -400,7 +400,51 @@ def check_model_speeds(device: torch.device, quick: bool) -> Check:
     return Check("benchmarks.models (darkroom-night, MP/s)", "12", all(rates.values()), rates)
 
 
+def check_compile_stall(device: torch.device, quick: bool) -> Check:
+    """Defect 2: while one model compiles its warm-up in another thread, a loaded model's
+    passes go on (before the fix they waited 21.8 s on the cuDNN flag's lock)."""
+    if device.type != "cuda" or quick:
+        return Check("a compile does not stall other models", "2", True, {"stall": CUDA_ONLY})
+    import tempfile
+
+    from spandrel.architectures.NAFNet import NAFNet
+
+    torch.manual_seed(0)
+    entry = CATALOGUE["nafnet-gopro"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nafnet.pth"
+        torch.save(NAFNet(width=16, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).state_dict(), path)
+        loaded = load_restorer(entry, path, device, Settings(device="cuda"))
+        pixels = np.random.default_rng(0).random((512, 512, 3), dtype=np.float32)
+
+        def one_pass() -> float:
+            start = time.perf_counter()
+            loaded.restore(pixels)
+            _synchronize(device)
+            return time.perf_counter() - start
+
+        one_pass()
+        baseline = min(one_pass() for _ in range(3))
+        compiling = threading.Thread(
+            target=load_restorer,
+            args=(entry, path, device, Settings(device="cuda", acceleration="compile")),
+        )
+        compiling.start()
+        during = []
+        while compiling.is_alive():
+            during.append(one_pass())
+        compiling.join()
+    worst = max(during, default=0.0)
+    return Check(
+        "a compile does not stall other models",
+        "2",
+        worst < max(2.0, 20 * baseline),
+        {"pass s": round(baseline, 3), "worst pass during the compile s": round(worst, 3)},
+    )
+
+
 CHECKS: list[Callable[[torch.device, bool], Check]] = [
+    check_compile_stall,
     check_merged_passes,
     check_large_output,
     check_oom_release,

@@ -3,6 +3,7 @@ must really have run, once, and every figure they print must come from a finishe
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 from benchmarks import acceleration, queue_overhead, reports, throughput
 from benchmarks.flops import count_flops
 from benchmarks.stack import Stack, tiny_nafnet
+from shared.catalogue import CATALOGUE
 from shared.db.tables import Job, JobStatus
 from shared.queue import queue_lists
 from workers.archs.mirnet import load_mirnet
@@ -216,3 +218,39 @@ def test_a_mig_slice_is_compared_with_its_share_of_the_peak(
     assert peak_tflops(torch.device("cuda")) == pytest.approx(312.0 * 42 / 108)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
     assert peak_tflops(torch.device("cuda")) == 312.0
+
+
+def test_the_heuristics_column_runs_on_a_thread_of_its_own(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cuDNN's plan cache is per thread: measured on the thread that ran the autotuned columns,
+    the heuristics column would reuse their plans. Every call of its own (load, warm-up,
+    timing) runs on one other thread."""
+    import threading
+
+    from benchmarks.models import ModelPass
+
+    threads: dict[str, set[int]] = {}
+    real_seconds = ModelPass.seconds
+
+    def seconds(self: ModelPass, repeat: int) -> float:
+        column = str(id(self.restorer))
+        threads.setdefault(column, set()).add(threading.get_ident())
+        return real_seconds(self, repeat)
+
+    monkeypatch.setattr(ModelPass, "seconds", seconds)
+    entry = dataclasses.replace(CATALOGUE["mirnet-lol"], tile=32)
+    row = acceleration.measure_row(
+        entry,
+        model_dir / "mirnet-lol.pt",
+        torch.device("cpu"),
+        "fp32",
+        2,
+        ["eager", acceleration.HEURISTICS],
+        repeat=2,
+    )
+    assert [cell.column for cell in row.cells] == ["eager", acceleration.HEURISTICS]
+    idents = list(threads.values())
+    assert len(idents) == 2 and all(len(ident) == 1 for ident in idents)
+    assert idents[0] != idents[1]
+    assert threading.get_ident() in idents[0] | idents[1]
