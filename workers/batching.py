@@ -47,7 +47,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -103,6 +103,59 @@ class DirectRunner:
 
 
 DIRECT = DirectRunner()
+
+
+class DeviceThread:
+    """One thread that runs every pass on the device, for a worker whose jobs each hold the
+    device for their whole restore (several jobs at once, no merged passes).
+
+    Without it each job's passes run on the pool thread that took the job, and cuDNN keeps its
+    tuned plans per thread: every pool thread would search again in its first job, and the
+    warm-up (run here too, as ``alone`` work) would have tuned a thread that serves nothing.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="darkroom-device")
+
+    def runner(self) -> DeviceRunner:
+        return _OnDeviceThread(self._pool)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _OnDeviceThread:
+    """A job's handle on :class:`DeviceThread`: it holds the device already, so each call only
+    hops to the device thread and back."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+
+    def forward(
+        self,
+        key: Hashable,
+        forward: PassFn,
+        inputs: torch.Tensor,
+        per_sample: tuple[torch.Tensor, ...] = (),
+    ) -> torch.Tensor:
+        return _result(self._pool.submit(forward, inputs, *per_sample))
+
+    def alone(self, work: Callable[[], _T], *, charged: bool = True) -> _T:
+        return _result(self._pool.submit(work))
+
+
+def _result(future: Future[_T]) -> _T:
+    """The future's result, or a copy of its error raised here (see ``BatchedRunner._wait``:
+    raising the future's own exception would tie this thread's frames to it)."""
+    error = future.exception()
+    if error is None:
+        return future.result()
+    traceback.clear_frames(error.__traceback__)
+    del future
+    try:
+        raise _own_copy(error)
+    finally:
+        del error
 
 
 @dataclass(eq=False)

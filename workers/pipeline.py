@@ -35,7 +35,7 @@ from shared.errors import (
 )
 from shared.storage import Storage, make_storage
 from shared.storage.keys import result_key
-from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner
+from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner, DeviceThread
 from workers.decoding import decode
 from workers.encoding import encode
 from workers.restorers import Restorer, RestorerCache, pick_device
@@ -102,6 +102,9 @@ class WorkerContext:
     """Held by the one job whose restore runs now. A process drives one device, and a model
     runs fastest with the whole device to itself: with ``worker_concurrency`` above 1 the other
     jobs download, decode, encode and upload meanwhile, which keeps the device busy."""
+    device_thread: DeviceThread | None = None
+    """On CUDA with several jobs at once and no merged passes: the one thread every pass runs
+    on, so cuDNN's per-thread plans, tuned at the warm-up, serve every job."""
     batcher: DeviceBatcher | None = None
     """Instead of ``device``, when set: jobs restore at the same time and each forward pass
     waits its turn on this one device thread, sharing it with the other jobs' tiles of the
@@ -126,6 +129,9 @@ class WorkerContext:
                 pad_merged=device.type == "cuda",
             )
             if merging
+            else None,
+            device_thread=DeviceThread()
+            if device.type == "cuda" and settings.worker_concurrency > 1 and not merging
             else None,
         )
 
@@ -196,7 +202,8 @@ class _Run:
         while not self.ctx.device.acquire(timeout=DEVICE_WAIT_CHECK_S):
             self.check_stop()
         try:
-            yield DIRECT
+            thread = self.ctx.device_thread
+            yield thread.runner() if thread is not None else DIRECT
         finally:
             self.ctx.device.release()
 

@@ -35,7 +35,7 @@ from tests.services import wait_until
 from tests.workers.test_concurrency import _submit
 from tests.workers.test_nafnet_night import TINY
 from workers.archs.nafnet_night import NightNAFNet, save_night
-from workers.batching import DeviceBatcher, DeviceRunner, PassFn
+from workers.batching import DeviceBatcher, DeviceRunner, DeviceThread, PassFn
 from workers.pipeline import WorkerContext, run_job
 from workers.restorers import TiledRestorer, load_restorer
 from workers.tiling import SizeRequirements, TileConfig
@@ -310,6 +310,54 @@ def test_a_failed_pass_leaves_nothing_of_the_attempt_alive() -> None:
         assert [ref() for ref in tiles_of] == [None, None]
     finally:
         gc.enable()
+
+
+def test_on_the_device_thread_every_pass_and_the_warm_up_share_one_thread() -> None:
+    """Jobs that each hold the device (no merging) on CUDA: their passes and the model's
+    warm-up all run on one thread, where cuDNN's per-thread plans were tuned."""
+    device_thread = DeviceThread()
+    seen: list[int] = []
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        seen.append(threading.get_ident())
+        return inputs * 2
+
+    def job() -> torch.Tensor:
+        return device_thread.runner().forward(KEY, forward, torch.ones(2, 3, 8, 8))
+
+    try:
+        warmed = device_thread.runner().alone(threading.get_ident)
+        with ThreadPoolExecutor(3) as pool:
+            outputs = [f.result(WAIT_S) for f in [pool.submit(job) for _ in range(6)]]
+    finally:
+        device_thread.close()
+    assert set(seen) == {warmed} and warmed != threading.get_ident()
+    assert all(torch.equal(out, torch.full((2, 3, 8, 8), 2.0)) for out in outputs)
+
+
+def test_an_error_on_the_device_thread_is_the_jobs_own_and_frees_its_tiles() -> None:
+    device_thread = DeviceThread()
+    tiles_of: list[weakref.ref[torch.Tensor]] = []
+
+    def out_of_memory(inputs: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def job() -> bool:
+        tiles = torch.rand(2, 3, 8, 8)
+        tiles_of.append(weakref.ref(tiles))
+        try:
+            device_thread.runner().forward(KEY, out_of_memory, tiles)
+        except torch.OutOfMemoryError:
+            return True
+        return False
+
+    gc.disable()
+    try:
+        assert job() and job()
+        assert [ref() for ref in tiles_of] == [None, None]
+    finally:
+        gc.enable()
+        device_thread.close()
 
 
 class _SmallDevice:
