@@ -151,7 +151,8 @@ def check_gpus(device: torch.device, quick: bool) -> Check:
     return Check("--gpus all honours CUDA_VISIBLE_DEVICES", "7", given == ["2", "3"], figures)
 
 
-def _overflowing(device: torch.device) -> torch.nn.Module:
+def overflowing(device: torch.device) -> torch.nn.Module:
+    """Finite in float32, past fp16's largest value (65504) in between."""
     first, second = torch.nn.Conv2d(3, 3, 1, bias=False), torch.nn.Conv2d(3, 3, 1, bias=False)
     torch.nn.init.constant_(first.weight, 3e4)
     torch.nn.init.constant_(second.weight, 1e-5)
@@ -160,7 +161,7 @@ def _overflowing(device: torch.device) -> torch.nn.Module:
 
 def check_finite(device: torch.device, quick: bool) -> Check:
     """Defect 8: a pass that overflows fp16 (65504) runs again in float32."""
-    module = _overflowing(device)
+    module = overflowing(device)
     x = torch.full((1, 3, 16, 16), 0.9, device=device)
 
     def run(dtype: torch.dtype | None) -> torch.Tensor:
@@ -176,23 +177,32 @@ def check_finite(device: torch.device, quick: bool) -> Check:
     return Check("fp16 overflow reruns in float32", "8", ok, {"fp16 overflowed": overflowed})
 
 
+class OutOfMemoryOnce(torch.nn.Module):
+    """A convolution whose first call fails with ``error()``, as a warm-up out of memory."""
+
+    def __init__(self, error: Callable[[], BaseException]) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.error = error
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error()
+        return self.conv(x)
+
+
 def check_warm_up_oom(device: torch.device, quick: bool) -> Check:
     """Defect 9: an out-of-memory error during the warm-up (raised or wrapped by the compiler)
     leaves no shape marked warm."""
 
-    class OnceOutOfMemory(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-            self.calls = 0
+    def wrapped() -> BaseException:
+        error = RuntimeError("backend failed")
+        error.__cause__ = torch.OutOfMemoryError("simulated")
+        return error
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            if self.calls == 1:
-                raise RuntimeError("backend failed") from torch.OutOfMemoryError("simulated")
-            return self.conv(x)
-
-    module = OnceOutOfMemory().to(device).eval()
+    module = OutOfMemoryOnce(wrapped).to(device).eval()
     mode: Acceleration = "channels_last" if quick else "compile"
     accelerated = accelerate(module, device, mode, Settings(), name="oom-check")
     assert accelerated is not None

@@ -145,8 +145,14 @@ class _OnDeviceThread:
 
 
 def _result(future: Future[_T]) -> _T:
-    """The future's result, or a copy of its error raised here (see ``BatchedRunner._wait``:
-    raising the future's own exception would tie this thread's frames to it)."""
+    """The future's result, or a copy of its error raised here.
+
+    Every job of a failed pass would raise the same exception object, and raising it adds this
+    job's frames to its traceback: the frames hold the future, the future holds the exception,
+    and job B's traceback would pick up job A's frames. Only the cycle collector would then free
+    the failed attempt's tiles, so an out-of-memory retry would allocate beside them. Each job
+    raises a copy of its own instead, straight away and never named here, since this frame
+    will be in its traceback."""
     error = future.exception()
     if error is None:
         return future.result()
@@ -361,20 +367,7 @@ class BatchedRunner:
             except BaseException:
                 future.cancel()  # not taken yet: dropped; in a pass: its slice goes unread
                 raise
-        error = future.exception()
-        if error is not None:
-            # Every job of a failed pass would raise the same exception object, and raising it
-            # adds this job's frames to its traceback: the frames hold the future, the future
-            # holds the exception, and job B's traceback would pick up job A's frames. Only the
-            # cycle collector would then free the failed attempt's tiles, so an out-of-memory
-            # retry would allocate beside them. Each job raises a copy of its own instead.
-            # Raised straight away, never named here: this frame will be in its traceback.
-            del future
-            try:
-                raise _own_copy(error)
-            finally:
-                del error
-        output, seconds = future.result()
+        output, seconds = _result(future)
         if charged:
             self.busy_s += seconds
         return output

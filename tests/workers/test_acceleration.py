@@ -22,6 +22,7 @@ import torch
 from pydantic import ValidationError
 from spandrel.architectures.NAFNet import NAFNet
 
+from benchmarks.gpu_check import OutOfMemoryOnce
 from shared.catalogue import ModelEntry, get_entry
 from shared.config import Settings
 from workers.acceleration import accelerate, choose
@@ -269,22 +270,10 @@ def test_a_module_that_changes_per_task_is_not_compiled(caplog: pytest.LogCaptur
     assert module.forward is accelerated  # the module's callers get the fast path
 
 
-class _OutOfMemoryOnce(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return self.conv(x)
-
-
 def test_a_shape_whose_warm_up_ran_out_of_memory_is_not_marked_warm() -> None:
     """Otherwise the job that meets it would compile (and autotune) inside its own restore."""
-    module = _OutOfMemoryOnce().eval()
+    module = OutOfMemoryOnce(lambda: torch.OutOfMemoryError("CUDA out of memory (simulated)"))
+    module = module.eval()
     accelerated = accelerate(module, torch.device("cpu"), "channels_last", Settings(), name="oom")
     assert accelerated is not None
     x = torch.rand(1, 3, 16, 16)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
+from benchmarks.gpu_check import overflowing
 from shared.catalogue import BUNDLED_WEIGHTS, get_entry
 from shared.config import Settings
 from tests.conftest import shared_dir
@@ -95,20 +96,10 @@ def test_gpus_without_bf16_units_get_fp16_not_emulated_bf16(
     assert native_bf16(device) == (expected == torch.bfloat16)
 
 
-def _overflowing() -> torch.nn.Module:
-    """Finite in float32, past fp16's largest value (65504) in between."""
-    module = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1))
-    torch.nn.init.constant_(module[0].weight, 3e4)
-    torch.nn.init.constant_(module[1].weight, 1e-5)
-    for conv in module:
-        torch.nn.init.zeros_(conv.bias)
-    return module.eval()
-
-
 def test_a_pass_that_overflows_in_fp16_runs_again_in_float32(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    module = _overflowing()
+    module = overflowing(torch.device("cpu"))
     x = torch.full((1, 3, 4, 4), 0.9)
 
     def run(dtype: torch.dtype | None) -> torch.Tensor:
