@@ -104,6 +104,18 @@ def shared_dir() -> Path:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """For a module of real networks on the CPU: the CI box is small and shared, and one
+    thread is several times faster than contending."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("darkroom")

@@ -4,7 +4,6 @@ catalogue's tile settings. Includes NPE_89's shape, which used to fail."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,7 @@ SLOW_ON_STRIPS = {"IPT", "SCUNet"}
 """Tens of seconds for the boundary strips on a CPU even tiny: tiny sizes only for these."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """The CI box is small and shared; one thread is several times faster than contending."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pixels(height: int, width: int) -> np.ndarray:
