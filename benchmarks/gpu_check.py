@@ -37,7 +37,7 @@ from workers.archs.nafnet_night import NightNAFNet
 from workers.batching import DeviceBatcher, DeviceThread
 from workers.gpus import resolve_gpus
 from workers.padding import SizeRequirements
-from workers.precision import autocast_dtype, finite_or_float32, native_bf16
+from workers.precision import autocast, autocast_dtype, finite_or_float32, native_bf16
 from workers.restorers import load_restorer
 from workers.tile_plan import TileConfig
 from workers.tiling import restore_with_oom_fallback, tiled_forward
@@ -165,10 +165,7 @@ def check_finite(device: torch.device, quick: bool) -> Check:
     x = torch.full((1, 3, 16, 16), 0.9, device=device)
 
     def run(dtype: torch.dtype | None) -> torch.Tensor:
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
-        ):
+        with torch.inference_mode(), autocast(dtype, device):
             return module(x).float()
 
     overflowed = not bool(torch.isfinite(run(torch.float16)).all())

@@ -184,6 +184,12 @@ class Settings(BaseSettings):
     def readable_buckets(self) -> set[str]:
         return {self.input_bucket, *self.allowed_input_buckets}
 
+    @property
+    def merges_passes(self) -> bool:
+        """Whether a worker merges several jobs' tiles into shared passes
+        (``device_batch_tiles`` above 1, with more than one job at once)."""
+        return self.worker_concurrency > 1 and self.device_batch_tiles > 1
+
     def queue_for(self, family: str) -> str:
         return f"{self.queue_prefix}.{family}"
 

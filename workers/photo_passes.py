@@ -12,18 +12,13 @@ the whole photo shrunk, and IAT its gamma and colour matrix on the whole photo (
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple, Protocol
 
 import torch
 
 from shared.catalogue import ModelEntry
 from workers.chroma_cleanup import SHIPPED, ChromaCleanup
-
-
-def autocast(dtype: torch.dtype | None, device: torch.device) -> AbstractContextManager[object]:
-    """Autocast to ``dtype`` (``workers.restorers.half_dtype``), or nothing for full precision."""
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+from workers.precision import autocast
 
 
 class PhotoPass(NamedTuple):
@@ -70,12 +65,11 @@ def global_gain(
             for y in range(0, image.shape[2], step):
                 for x in range(0, image.shape[3], step):
                     # The network under autocast; its statistics come out, and add up, in
-                    # float32 (``gain_stats``).
+                    # float32 (``gain_stats``), and the gain head runs outside it.
                     with autocast(dtype, image.device):
                         piece_sums, piece_counts = model.gain_stats(
                             image[:, :, y : y + step, x : x + step]
                         )
-                    piece_sums, piece_counts = piece_sums.float(), piece_counts.float()
                     sums = piece_sums if sums is None else sums + piece_sums
                     counts = piece_counts if counts is None else counts + piece_counts
             assert sums is not None and counts is not None  # the photo has at least one piece

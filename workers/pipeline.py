@@ -114,7 +114,6 @@ class WorkerContext:
     def build(cls, settings: Settings) -> WorkerContext:
         storage = make_storage(settings)
         models = ModelStore(settings, storage)
-        merging = settings.worker_concurrency > 1 and settings.device_batch_tiles > 1
         device = pick_device(settings.device)
         return cls(
             settings=settings,
@@ -128,10 +127,12 @@ class WorkerContext:
                 # On CUDA every merged pass takes the one shape the warm-up compiled and tuned.
                 pad_merged=device.type == "cuda",
             )
-            if merging
+            if settings.merges_passes
             else None,
             device_thread=DeviceThread()
-            if device.type == "cuda" and settings.worker_concurrency > 1 and not merging
+            if device.type == "cuda"
+            and settings.worker_concurrency > 1
+            and not settings.merges_passes
             else None,
         )
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-__all__ = ["autocast_dtype", "finite_or_float32", "native_bf16"]
+__all__ = ["autocast", "autocast_dtype", "finite_or_float32", "native_bf16"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ def native_bf16(device: torch.device) -> bool:
         return False
     index = device.index if device.index is not None else torch.cuda.current_device()
     return torch.cuda.get_device_capability(index)[0] >= NATIVE_BF16_CAPABILITY
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> AbstractContextManager[object]:
+    """Autocast to ``dtype`` (what :func:`autocast_dtype` chose), or nothing for float32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
 def autocast_dtype(

@@ -36,12 +36,11 @@ from workers.photo_passes import (
     LocalExposureNetwork,
     PhotoInputsNetwork,
     PhotoPass,
-    autocast,
     global_gain,
     local_exposure,
     photo_inputs,
 )
-from workers.precision import autocast_dtype, finite_or_float32
+from workers.precision import autocast, autocast_dtype, finite_or_float32
 from workers.tile_plan import TileConfig, full_batches_shape, tile_and_overlap
 from workers.tiling import restore_with_oom_fallback, tiled_forward
 
@@ -280,8 +279,7 @@ def load_restorer(
     in a process also sets up malloc for restoring (``workers.allocator``), before any tile."""
     allocator.configure(settings)
     restorer = _build_restorer(entry, path, device, settings)
-    merging = settings.worker_concurrency > 1 and settings.device_batch_tiles > 1
-    restorer.warm_up(merged_tiles=settings.device_batch_tiles if merging else 0)
+    restorer.warm_up(merged_tiles=settings.device_batch_tiles if settings.merges_passes else 0)
     return restorer
 
 

@@ -33,7 +33,6 @@ What is relied on from spandrel 0.4.2 (checked against its source):
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import warnings
@@ -48,7 +47,7 @@ from spandrel.architectures.IPT.__arch.model import Model as IPTPatchRunner
 
 from shared.errors import UnsupportedCheckpoint
 from workers.padding import SizeRequirements, pad_to
-from workers.precision import autocast_dtype, finite_or_float32
+from workers.precision import autocast, autocast_dtype, finite_or_float32
 
 __all__ = [
     "IPT_PRETRAIN_SCALES",
@@ -178,12 +177,7 @@ class LoadedModel:
         head = self.head_for(task)
 
         def run(dtype: torch.dtype | None) -> torch.Tensor:
-            precision = (
-                torch.autocast(device_type=x.device.type, dtype=dtype)
-                if dtype is not None
-                else contextlib.nullcontext()
-            )
-            with torch.inference_mode(), precision:
+            with torch.inference_mode(), autocast(dtype, x.device):
                 if not self._is_ipt:
                     # One call for the whole batch: spandrel documents 1 x C x H x W, but its
                     # padding, call and crop work on any N, and the catalogue's architectures
