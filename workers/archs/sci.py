@@ -65,9 +65,6 @@ class SCI(nn.Module):
     def size_requirements(self) -> SizeRequirements:
         return SizeRequirements()
 
-    def illumination(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enhance(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x / self.enhance(x), 0.0, 1.0)
 

@@ -172,10 +172,6 @@ class ZeroDCEPlusPlus(_CurveNet):
         """N x 6 x H x W (the photo and its map, :meth:`photo_inputs`) -> the enhanced photo."""
         return apply_curve(stacked[:, :3], stacked[:, 3:])
 
-    def enhance(self, x: torch.Tensor) -> torch.Tensor:
-        """The reference's forward in one call (its first output), for tests and benchmarks."""
-        return self(self.photo_inputs(x)[0])
-
 
 def load_zero_dce(path: str | Path) -> ZeroDCE:
     """The published Zero-DCE file (``Epoch99.pth``) as a network in eval mode on the CPU."""
