@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 from api import errors
 from api.deps import get_caller
 from api.metrics import metrics_registry
-from api.routes import batches, jobs, meta, uploads
+from api.routes import batches, jobs, meta, reports, uploads
 from shared.catalogue import ModelStore
 from shared.config import Settings, get_settings
 from shared.queue import make_dispatcher
@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(
             router, dependencies=[Depends(get_caller)], responses=errors.ERROR_RESPONSES
         )
+    # The report, its previews and review decisions also open with a report link's token.
+    app.include_router(reports.router, responses=errors.ERROR_RESPONSES)
     app.include_router(meta.router)
 
     errors.install(app)

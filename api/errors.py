@@ -23,21 +23,32 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 
 # What any /v1 operation may answer besides success, all with the same {code, message} body.
+_DESCRIPTIONS = {
+    400: "Invalid request (a rule the schema cannot express, a malformed body)",
+    401: "Missing, unknown or revoked API key",
+    403: "Input outside the allowed buckets or the tenant's prefix",
+    404: "No such job or batch for this tenant",
+    409: "Conflict with the job's state",
+    413: "Upload too large",
+    422: "Invalid fields, unknown model or options",
+    429: "Over the tenant's rate or quota; see Retry-After",
+    500: "A fault of Darkroom's own (internal_error), logged with the request id",
+    503: "A dependency is down, or the model's weights are not installed",
+}
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
-    for code, description in {
-        400: "Invalid request (a rule the schema cannot express, a malformed body)",
-        401: "Missing, unknown or revoked API key",
-        403: "Input outside the allowed buckets or the tenant's prefix",
-        404: "No such job or batch for this tenant",
-        409: "Conflict with the job's state",
-        413: "Upload too large",
-        422: "Invalid fields, unknown model or options",
-        429: "Over the tenant's rate or quota; see Retry-After",
-        500: "A fault of Darkroom's own (internal_error), logged with the request id",
-        503: "A dependency is down, or the model's weights are not installed",
-    }.items()
+    for code, description in _DESCRIPTIONS.items()
 }
+
+JSON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for code, description in _DESCRIPTIONS.items()
+}
+"""The same, for routes whose own answer is not JSON (a page, an image): their errors are."""
 
 _STARLETTE_CODES = {
     400: ErrorCode.invalid_request,

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.catalogue import DEFAULT_MODEL, ModelEntry
-from shared.db.tables import Job, JobStatus
-from shared.jobs import BatchSummary
+from shared.db.tables import Job, JobStatus, ReviewDecision
+from shared.jobs import BatchSummary, ReviewCounts
 from shared.jobs.options import JobOptions
 
 
@@ -41,6 +41,9 @@ class Timings(BaseModel):
     download: float | None = None
     decode: float | None = None
     restore: float | None = None
+    measure: float | None = Field(
+        default=None, description="Measuring the quality signals and making the previews."
+    )
     encode: float | None = None
     upload: float | None = None
     device: float | None = Field(
@@ -65,6 +68,39 @@ class Result(BaseModel):
     )
 
 
+class Previews(BaseModel):
+    before: str = Field(description="Presigned GET URL of a 512-px JPEG of the input.")
+    after: str = Field(description="Presigned GET URL of a 512-px JPEG of the result.")
+    expires_in_s: int
+
+
+class ReviewReason(BaseModel):
+    rule: str
+    message: str = Field(description="The sentence a reviewer reads.")
+    value: float
+    threshold: float
+
+
+class Review(BaseModel):
+    flagged: bool = Field(description="Whether a review rule asks a person to look at it.")
+    reasons: list[ReviewReason]
+    decision: ReviewDecision | None
+    note: str | None
+    reviewed_at: datetime | None
+    redo_of: uuid.UUID | None = Field(description="The job this one redoes.")
+
+    @classmethod
+    def from_job(cls, job: Job) -> Review:
+        return cls(
+            flagged=job.flagged,
+            reasons=[ReviewReason.model_validate(r) for r in job.review_reasons or []],
+            decision=job.review_decision,
+            note=job.review_note,
+            reviewed_at=job.reviewed_at,
+            redo_of=job.redo_of,
+        )
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     batch_id: uuid.UUID | None
@@ -87,9 +123,22 @@ class JobOut(BaseModel):
         "(the job is being retried; it is not the job's outcome).",
     )
     result: Result | None
+    quality: dict[str, Any] | None = Field(
+        description="Signals measured on 512-px copies of the input and the result: mean_luma, "
+        "black_share, clipped_share, noise, relative_noise, sharpness, cast (docs/review.md)."
+    )
+    review: Review
+    previews: Previews | None
 
     @classmethod
-    def from_job(cls, job: Job, *, result_url: str | None = None, expires: int | None = None):
+    def from_job(
+        cls,
+        job: Job,
+        *,
+        result_url: str | None = None,
+        expires: int | None = None,
+        previews: Previews | None = None,
+    ) -> JobOut:
         recorded = (
             JobError(code=job.error_code, message=job.error_message or "")
             if job.error_code
@@ -126,6 +175,9 @@ class JobOut(BaseModel):
             error=error,
             last_error=last_error,
             result=result,
+            quality=job.quality,
+            review=Review.from_job(job),
+            previews=previews,
         )
 
 
@@ -155,6 +207,44 @@ class BatchCreate(BaseModel):
         return self
 
 
+class ReviewCountsOut(BaseModel):
+    flagged: int = Field(description="Jobs a review rule flagged.")
+    pending: int = Field(description="Flagged jobs nobody has decided on yet.")
+    accepted: int
+    rejected: int
+    redo: int
+    rules: dict[str, int] = Field(description="Flagged jobs per rule.")
+
+    @classmethod
+    def from_counts(cls, counts: ReviewCounts) -> ReviewCountsOut:
+        return cls(
+            flagged=counts.flagged,
+            pending=counts.pending,
+            accepted=counts.decisions.get("accepted", 0),
+            rejected=counts.decisions.get("rejected", 0),
+            redo=counts.decisions.get("redo", 0),
+            rules=counts.rules,
+        )
+
+
+class ReviewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    decision: ReviewDecision
+    model: str | None = Field(
+        default=None, max_length=255, description="For 'redo': the model to run instead."
+    )
+    options: JobOptions | None = Field(
+        default=None, description="For 'redo': options replacing the old job's, one by one."
+    )
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReviewPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
 class BatchOut(BaseModel):
     id: uuid.UUID
     model: str
@@ -168,9 +258,10 @@ class BatchOut(BaseModel):
     eta_s: float | None = Field(description="Seconds until every job is finished, estimated.")
     started_at: datetime | None
     finished_at: datetime | None
+    review: ReviewCountsOut
 
     @classmethod
-    def from_summary(cls, summary: BatchSummary) -> BatchOut:
+    def from_summary(cls, summary: BatchSummary, review: ReviewCounts) -> BatchOut:
         batch = summary.batch
         return cls(
             id=batch.id,
@@ -185,6 +276,7 @@ class BatchOut(BaseModel):
             eta_s=summary.eta_s,
             started_at=summary.started_at,
             finished_at=summary.finished_at,
+            review=ReviewCountsOut.from_counts(review),
         )
 
 
@@ -277,3 +369,14 @@ class ErrorBody(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
+
+
+class ReviewOut(BaseModel):
+    job: JobOut
+    redo: JobOut | None = Field(description="For 'redo': the new job, queued.")
+    batch: ReviewCountsOut | None = Field(description="The batch's review counts, after this.")
+
+
+class ReportLink(BaseModel):
+    url: str = Field(description="Opens the batch's report page without an API key.")
+    expires_in_s: int

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: set up .venv, lint (ruff), check the import contracts (lint-imports) and the
-# types (mypy), make sure Redis and PostgreSQL run, run the suite. The suite starts its own S3
+# types (mypy), make sure Redis and PostgreSQL run and Chromium is installed, run the suite. The suite starts its own S3
 # endpoint (moto_server) and Celery workers.
 #
 #   scripts/test.sh [pytest args]          everything
@@ -18,5 +18,6 @@ scripts/setup.sh api,worker,eval,dev
 .venv/bin/mypy
 if [ ${#fast[@]} -eq 0 ]; then
   scripts/services.sh
+  scripts/browser.sh
 fi
 .venv/bin/python -m pytest "${fast[@]}" "$@"

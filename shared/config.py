@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path(".darkroom")
@@ -25,6 +25,42 @@ Acceleration = Literal["eager", "channels_last", "compile", "compile+channels_la
 and inputs, compiled by ``torch.compile`` for its tile shape, or both. A setting's value type,
 so it lives here; catalogue entries name one too."""
 ACCELERATIONS: tuple[Acceleration, ...] = get_args(Acceleration)
+
+
+class ReviewThresholds(BaseModel):
+    """The threshold of each review rule (``shared.review.rules``): a job whose quality
+    signals trip one is flagged for a person, with the rule's sentence. ``None`` turns a rule
+    off. Tenants (``darkroom tenants review``) and batches (option ``review``) override these
+    per rule. Set one as ``DARKROOM_REVIEW__STILL_DARK=0.2``, or ``...=off``.
+
+    The defaults were chosen on photos made from BSDS500 (``benchmarks/review_flags.py --set
+    tune``), never on the evaluation sets the benchmark reports (``docs/review.md``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    still_dark: float | None = 0.25
+    """Mean luma of the result below this."""
+    lights_blown: float | None = 2.0
+    """Share of clipped pixels grew by more than this many percentage points."""
+    noise_amplified: float | None = 1.5
+    """Noise relative to brightness of the result more than this many times the input's."""
+    colour_shifted: float | None = 3.0
+    """Colour cast of the result (strongest over weakest channel's edge contrast) above this."""
+    input_blurred: float | None = 0.255
+    """Sharpness of the result (a Laplacian of Gaussian's spread, ``workers.quality``) below
+    this: the model could not undo the input's blur."""
+    input_too_dark: float | None = 0.03
+    """Mean luma of the input below this: too little light left to restore."""
+    input_well_exposed: float | None = 0.32
+    """Mean luma of the input above this: restoring a photo already exposed may not help."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        """``off`` (or ``false``, or nothing) in an environment variable turns a rule off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "false", "none"):
+            return None
+        return value
 
 
 class Settings(BaseSettings):
@@ -166,6 +202,10 @@ class Settings(BaseSettings):
     """Results (and uploaded inputs) older than this are deleted by the cleanup; 0 keeps them."""
     cleanup_interval_s: float = 3600.0
     """How often workers run the retention cleanup."""
+    review: ReviewThresholds = Field(default_factory=ReviewThresholds)
+    """When a finished job is flagged for a person (see :class:`ReviewThresholds`)."""
+    report_link_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long a link from ``POST /v1/batches/{id}/report-link`` opens the batch's report."""
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line with the job id, for log pipelines."""
     log_level: str = "INFO"

@@ -131,6 +131,7 @@ def noise(image: np.ndarray) -> float:
     with warnings.catch_warnings():
         # A channel without any detail (all black) has no coefficient to take a median of.
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # a strip a pixel or two wide
         sigmas = np.asarray(estimate_sigma(downsize(image), channel_axis=-1), dtype=np.float64)
     return float(np.mean(np.nan_to_num(sigmas, nan=0.0))) * 255.0
 

@@ -1,4 +1,4 @@
-"""One job, start to finish: claim, download, decode, restore, encode, upload, record.
+"""One job, start to finish: claim, download, decode, restore, measure, encode, upload, record.
 
 The same function runs under Celery and in the embedded mode. Every outcome ends in the
 database: a bad input or a missing model fails only its own job with a stable code; a transient
@@ -33,8 +33,10 @@ from shared.errors import (
     RetryLater,
     TimeLimitExceeded,
 )
+from shared.review import rules as review
 from shared.storage import Storage, make_storage
-from shared.storage.keys import result_key
+from shared.storage.keys import preview_key, result_key
+from workers import quality
 from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner, DeviceThread
 from workers.decoding import decode
 from workers.encoding import encode
@@ -47,7 +49,7 @@ REPORT_EVERY_S = 0.5
 """Least time between a running job's progress writes and cancel checks."""
 
 # Share of the job done when each stage ends; restoring dominates.
-_PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "encode": 0.95}
+_PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "measure": 0.88, "encode": 0.95}
 
 
 DEVICE_WAIT_CHECK_S = 1.0
@@ -245,6 +247,8 @@ class _Run:
         # else its share of the passes, so the sum over jobs is the device's busy time.
         busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]
         self.timings["device"] = busy
+        with self.stage("measure"):
+            measured = quality.measure(decoded.pixels, pixels)
         with self.stage("encode"):
             encoded = encode(
                 decoded,
@@ -253,19 +257,33 @@ class _Run:
                 jpeg_quality=options.get("jpeg_quality", ctx.settings.default_jpeg_quality),
             )
         key = output_key(job, encoded.extension)
+        bucket = ctx.settings.output_bucket
+        previews = (
+            preview_key(job.tenant_id, job.id, "before"),
+            preview_key(job.tenant_id, job.id, "after"),
+        )
         with self.stage("upload"):
-            ctx.storage.put(ctx.settings.output_bucket, key, encoded.data, encoded.content_type)
-        # The result is fully stored now; a database blip must not throw that work away.
-        return write_through_outage(
-            ctx,
-            lambda session: jobs.succeed(
+            ctx.storage.put(bucket, key, encoded.data, encoded.content_type)
+            ctx.storage.put(bucket, previews[0], measured.before_preview, "image/jpeg")
+            ctx.storage.put(bucket, previews[1], measured.after_preview, "image/jpeg")
+
+        def record(session: Session) -> bool:
+            thresholds = jobs.review_thresholds(
+                session, ctx.settings.review, job.tenant_id, options
+            )
+            return jobs.succeed(
                 session,
                 job.id,
-                output_bucket=ctx.settings.output_bucket,
+                output_bucket=bucket,
                 output_key=key,
                 timings=self.timings,
-            ),
-        )
+                quality=measured.quality,
+                reasons=review.check(measured.quality, thresholds),
+                previews=previews,
+            )
+
+        # The result is fully stored now; a database blip must not throw that work away.
+        return write_through_outage(ctx, record)
 
 
 def run_job(job_id: uuid.UUID, ctx: WorkerContext, retries: int = 0) -> JobStatus | None:

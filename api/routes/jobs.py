@@ -19,7 +19,7 @@ from api.deps import (
     StorageDep,
     SubmitterDep,
 )
-from api.schemas import JobCreate, JobOut, JobPage
+from api.schemas import JobCreate, JobOut, JobPage, Previews
 from shared import jobs
 from shared.catalogue import ModelStore
 from shared.config import Settings
@@ -57,8 +57,16 @@ _FORM_FIELDS = ("file", "model", "options", "webhook_url")
 
 def job_out(job: Job, settings: Settings, storage: Storage) -> JobOut:
     link = jobs.result_link(settings, storage, job)
+    previews = jobs.preview_links(settings, storage, job)
     return JobOut.from_job(
-        job, result_url=link.url if link else None, expires=link.expires_in_s if link else None
+        job,
+        result_url=link.url if link else None,
+        expires=link.expires_in_s if link else None,
+        previews=Previews(
+            before=previews[0], after=previews[1], expires_in_s=settings.presign_expiry_s
+        )
+        if previews
+        else None,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import database, evaluate, models, photos, run, storage, tenants
+from shared.cli import database, evaluate, models, photos, report, run, storage, tenants
 
 HELP = """Restore dark, noisy, shaken photos: run the API or a worker, submit photos, follow
 jobs, manage models, tenants and the database.
@@ -26,6 +26,7 @@ app.command()(run.worker)
 app.command()(run.cleanup)
 app.command()(photos.submit)
 app.command()(photos.status)
+app.command()(report.report)
 app.command("eval")(evaluate.evaluate)
 app.add_typer(database.app, name="db")
 app.add_typer(storage.app, name="buckets")

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,6 +25,7 @@ from shared.db.tables import FINISHED, JobStatus
 from shared.errors import DarkroomError, JobNotFound
 from shared.jobs.submit import submit_batch
 from shared.queue.dispatch import NoDispatch, make_dispatcher
+from shared.review import RULES
 from shared.storage import Storage, make_storage
 from shared.storage.keys import safe_filename
 
@@ -214,6 +215,11 @@ def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch
             rate = f"{summary.throughput_per_s:.2f}/s" if summary.throughput_per_s else "-"
             eta = f"{summary.eta_s:.0f}s" if summary.eta_s is not None else "-"
             console.print(f"{summary.done}/{summary.total} done, throughput {rate}, ETA {eta}")
+            review = jobs.review_counts(session, ident)
+            decided = ", ".join(f"{count} {name}" for name, count in review.decisions.items())
+            console.print(f"review: {review.flagged} flagged, {review.pending} awaiting, {decided}")
+            for rule, count in review.rules.items():
+                console.print(f"  {count} {RULES[rule].title}")
             return
     table = Table("field", "value", title=f"job {job.id}")
     for name in (
@@ -234,4 +240,20 @@ def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch
         table.add_row(name, str(getattr(job, name)))
     for stage, seconds in job.timings.items():
         table.add_row(f"{stage} s", "-" if seconds is None else f"{seconds:.3f}")
+    table.add_row("flagged", "yes" if job.flagged else "no")
+    for reason in job.review_reasons or []:
+        table.add_row("  reason", reason["message"])
+    if job.review_decision:
+        table.add_row("review decision", job.review_decision.value)
+    console.print(table)
+    if job.quality:
+        _print_quality(job.quality)
+
+
+def _print_quality(quality: dict[str, Any]) -> None:
+    """The signals of the input beside the result's, as ``GET /v1/jobs/{id}`` has them."""
+    table = Table("signal", "input", "result", title="quality (512-px copies)")
+    before, after = quality.get("input", {}), quality.get("result", {})
+    for name in before:
+        table.add_row(name, f"{before[name]:.4g}", f"{after.get(name, float('nan')):.4g}")
     console.print(table)

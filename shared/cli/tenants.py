@@ -16,9 +16,12 @@ from shared.config import get_settings
 from shared.db.engine import session_scope
 from shared.db.migrate import upgrade_embedded
 from shared.errors import DarkroomError
+from shared.review import RULES, resolve_thresholds, validate_overrides
 
 tenants_app = typer.Typer(
-    help="Tenants: create and list.", no_args_is_help=True, rich_markup_mode=None
+    help="Tenants: create, list, and their review rules.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 keys_app = typer.Typer(
     help="API keys: create, list, revoke.", no_args_is_help=True, rich_markup_mode=None
@@ -57,6 +60,55 @@ def create_tenant(
         raise fail(exc.message) from None
     console.print(f"tenant [bold]{tenant_id}[/bold] created")
     console.print(f"webhook secret (shown once): {secret}")
+
+
+@tenants_app.command("review")
+def review_rules(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant.")],
+    rules: Annotated[
+        list[str] | None,
+        typer.Argument(help="RULE=THRESHOLD or RULE=off, e.g. still_dark=0.1 noise_amplified=off."),
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Use the server's threshold for every rule.")] = False,
+) -> None:
+    """Show or set a tenant's review thresholds (what flags its jobs for a person); a batch's
+    option "review" overrides them again."""
+    try:
+        with session_scope(_database_url()) as session:
+            tenant = tenants.get_tenant(session, tenant_id)
+            if reset or rules:
+                current = {} if reset else dict(tenant.review_rules or {})
+                current.update(_parse_rules(rules or []))
+                tenant = tenants.set_review_rules(session, tenant_id, validate_overrides(current))
+            shown = resolve_thresholds(get_settings().review, tenant.review_rules)
+            own = tenant.review_rules or {}
+    except (DarkroomError, ValueError) as exc:
+        raise fail(exc.message if isinstance(exc, DarkroomError) else str(exc)) from None
+    table = Table("rule", "threshold", "set by", title=f"review rules of {tenant_id}")
+    for name, rule in RULES.items():
+        value = shown[name]
+        table.add_row(
+            f"{name} ({rule.title})",
+            "off" if value is None else f"{value:g}",
+            "tenant" if name in own else "server",
+        )
+    console.print(table)
+
+
+def _parse_rules(pairs: list[str]) -> dict[str, float | bool]:
+    parsed: dict[str, float | bool] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"{pair!r}: write RULE=THRESHOLD or RULE=off")
+        if value.strip().lower() in ("off", "false"):
+            parsed[name.strip()] = False
+            continue
+        try:
+            parsed[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{pair!r}: the threshold must be a number or 'off'") from None
+    return parsed
 
 
 @tenants_app.command("list")

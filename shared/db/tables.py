@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -66,7 +68,7 @@ _status_type = Enum(
     JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
 )
 
-STAGES = ("download", "decode", "restore", "encode", "upload")
+STAGES = ("download", "decode", "restore", "measure", "encode", "upload")
 TIMINGS = (*STAGES, "device")
 """What a job's timings record: each stage's seconds, and the device seconds charged to it."""
 
@@ -84,7 +86,19 @@ class Tenant(Base):
     """Jobs this tenant may submit per minute; empty: the server's default."""
     max_active_jobs: Mapped[int | None] = mapped_column(Integer)
     """Jobs this tenant may have queued or running at once; empty: the server's default."""
+    review_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """This tenant's review thresholds, by rule (``shared.review``): a number, or false for a
+    rule turned off; the server's where a rule is missing. A batch's options override them."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReviewDecision(enum.StrEnum):
+    """What a person decided about a finished job (``POST /v1/jobs/{id}/review``)."""
+
+    accepted = "accepted"
+    rejected = "rejected"
+    redo = "redo"
+    """Run again with another model or options: a new job, linked by ``Job.redo_of``."""
 
 
 class ApiKey(Base):
@@ -158,6 +172,7 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_finished", "status", "finished_at"),
+        Index("ix_jobs_batch_flagged", "batch_id", "flagged", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -195,12 +210,41 @@ class Job(Base):
     download_s: Mapped[float | None] = mapped_column(Float)
     decode_s: Mapped[float | None] = mapped_column(Float)
     restore_s: Mapped[float | None] = mapped_column(Float)
+    measure_s: Mapped[float | None] = mapped_column(Float)
+    """Measuring the quality signals and making the previews (``workers.quality``)."""
     encode_s: Mapped[float | None] = mapped_column(Float)
     upload_s: Mapped[float | None] = mapped_column(Float)
     device_s: Mapped[float | None] = mapped_column(Float)
     """Seconds the device worked for this job: its whole restore stage when it held the device
     alone, its tiles' share of each forward pass when jobs share passes (``workers.batching``).
     Summed over jobs, the device's busy time; ``restore_s`` then includes waiting for it."""
+
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The quality signals of the input and the result (``workers.quality``), once succeeded."""
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Whether a review rule tripped: a person should look at this job (``review_reasons``)."""
+    flags: Mapped[str | None] = mapped_column(String(255))
+    """The names of the rules it tripped, as ``,still_dark,noise_amplified,``: what the review
+    queue filters on with a plain LIKE on every database."""
+    review_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """The rules this job tripped: ``[{rule, message, value, threshold}]``."""
+    review_decision: Mapped[ReviewDecision | None] = mapped_column(
+        Enum(
+            ReviewDecision,
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        )
+    )
+    review_note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redo_of: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
+    """The job a person sent back to be redone; this one is its new try (both results stay)."""
+    before_preview_key: Mapped[str | None] = mapped_column(String(1024))
+    after_preview_key: Mapped[str | None] = mapped_column(String(1024))
+    """512-px JPEGs of the input and the result, in the output bucket beside the result."""
 
     @property
     def timings(self) -> dict[str, float | None]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.review import RULES, validate_overrides
 
 
 class JobOptions(BaseModel):
@@ -21,3 +23,15 @@ class JobOptions(BaseModel):
     jpeg_quality: int | None = Field(
         default=None, ge=1, le=100, description="JPEG/WebP quality; the server default if unset."
     )
+    review: dict[str, float | bool] | None = Field(
+        default=None,
+        description=(
+            "Review thresholds for these jobs, by rule (" + ", ".join(RULES) + "): a number "
+            "replaces the server's (or tenant's) threshold, false turns the rule off."
+        ),
+    )
+
+    @field_validator("review")
+    @classmethod
+    def _known_rules(cls, value: dict[str, float | bool] | None) -> dict[str, float | bool] | None:
+        return None if value is None else validate_overrides(value)

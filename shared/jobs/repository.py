@@ -31,8 +31,12 @@ def create_job(
     request_digest: str | None = None,
     tenant_id: str = DEFAULT_TENANT,
     webhook_url: str | None = None,
+    batch_id: uuid.UUID | None = None,
+    redo_of: uuid.UUID | None = None,
 ) -> Job:
     job = Job(
+        batch_id=batch_id,
+        redo_of=redo_of,
         request_digest=request_digest,
         tenant_id=tenant_id,
         webhook_url=webhook_url,
@@ -134,12 +138,12 @@ def count_active(session: Session, tenant_id: str) -> int:
     )
 
 
-def _encode_cursor(job: Job) -> str:
+def encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
@@ -166,12 +170,12 @@ def list_jobs(
     if batch_id is not None:
         query = query.where(Job.batch_id == batch_id)
     if cursor:
-        created, job_id = _decode_cursor(cursor)
+        created, job_id = decode_cursor(cursor)
         query = query.where(
             or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
         )
     jobs = list(session.scalars(query))
-    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
     return jobs[:limit], next_cursor
 
 

@@ -3,7 +3,8 @@ once ``result_retention_days`` have passed since their job finished.
 
 Photos a client put in the input bucket itself are its own and are never touched; only
 objects Darkroom created (results, and uploads made through the API under ``uploads/``) are.
-The job rows stay, with ``result_expired_at`` set, so history and batch counts remain.
+The job rows stay, with ``result_expired_at`` set, so history and batch counts remain; the
+previews go with their result.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ def cleanup_once(sessions: sessionmaker[Session], storage: Storage, settings: Se
     cutoff = utcnow() - timedelta(days=settings.result_retention_days)
     with sessions() as session:
         due = expired_results(session, cutoff)
-    for job_id, out_bucket, out_key, in_bucket, in_key in due:
+    for job_id, out_bucket, out_key, in_bucket, in_key, *previews in due:
         if out_bucket and out_key:
             storage.delete(out_bucket, out_key)
+        for preview in previews:
+            if out_bucket and preview:
+                storage.delete(out_bucket, preview)
         if is_upload_key(in_key):
             storage.delete(in_bucket, in_key)
         with sessions.begin() as session:
@@ -45,11 +49,20 @@ def cleanup_once(sessions: sessionmaker[Session], storage: Storage, settings: Se
 
 def expired_results(
     session: Session, older_than: datetime, limit: int = 500
-) -> list[tuple[uuid.UUID, str | None, str | None, str, str]]:
-    """(id, output bucket, output key, input bucket, input key) of finished jobs whose
-    retention ran out and whose objects are still there, oldest first."""
+) -> list[tuple[uuid.UUID, str | None, str | None, str, str, str | None, str | None]]:
+    """(id, output bucket, output key, input bucket, input key, before and after preview
+    keys) of finished jobs whose retention ran out and whose objects are still there, oldest
+    first."""
     rows = session.execute(
-        select(Job.id, Job.output_bucket, Job.output_key, Job.input_bucket, Job.input_key)
+        select(
+            Job.id,
+            Job.output_bucket,
+            Job.output_key,
+            Job.input_bucket,
+            Job.input_key,
+            Job.before_preview_key,
+            Job.after_preview_key,
+        )
         .where(
             Job.status.in_(list(FINISHED)),
             Job.finished_at < older_than,

@@ -78,7 +78,7 @@ def _check_webhook(
     return url
 
 
-def _plan(
+def plan(
     models: ModelStore, model: str, options: dict[str, Any] | None
 ) -> tuple[str, dict[str, Any]]:
     """Validate the model (or chain) and options; returns the queue family and the options.
@@ -110,7 +110,7 @@ def submit_job(
     same request returns the first job and sends nothing; with another request it is refused.
     ``input_digest`` identifies the input when its key is new on every try (a multipart
     upload's SHA-256), so a retried upload counts as the same request."""
-    family, normalised = _plan(models, model, options)
+    family, normalised = plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
     tenant_id = caller.tenant_id
     _check_input(settings, bucket, input_key, tenant_id)
@@ -174,7 +174,7 @@ def submit_batch(
 ) -> tuple[Batch, bool]:
     """One job per image, from an explicit key list or every object under a prefix. Returns
     (batch, created); idempotency keys work as for :func:`submit_job`."""
-    family, normalised = _plan(models, model, options)
+    family, normalised = plan(models, model, options)
     bucket = input_bucket or settings.input_bucket
     tenant_id = caller.tenant_id
     if bool(keys) == bool(prefix is not None):
@@ -259,3 +259,15 @@ def result_link(settings: Settings, storage: Storage, job: Job) -> ResultLink | 
         return None
     url = storage.presign_get(job.output_bucket, job.output_key, settings.presign_expiry_s)
     return ResultLink(url=url, expires_in_s=settings.presign_expiry_s)
+
+
+def preview_links(settings: Settings, storage: Storage, job: Job) -> tuple[str, str] | None:
+    """Presigned URLs of a job's before and after previews, while its result is kept."""
+    if job.before_preview_key is None or job.after_preview_key is None:
+        return None
+    if job.output_bucket is None or job.result_expired_at is not None:
+        return None
+    return (
+        storage.presign_get(job.output_bucket, job.before_preview_key, settings.presign_expiry_s),
+        storage.presign_get(job.output_bucket, job.after_preview_key, settings.presign_expiry_s),
+    )

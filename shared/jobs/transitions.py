@@ -20,6 +20,7 @@ from shared.db.tables import FINISHED, TIMINGS, Job, JobStatus, utcnow
 from shared.errors import Conflict, ErrorCode
 from shared.jobs import events
 from shared.jobs.repository import get_job
+from shared.review import Reason
 
 
 def _conditional(job_id: uuid.UUID, allowed: Sequence[JobStatus], **values: Any) -> Update:
@@ -121,8 +122,13 @@ def succeed(
     output_bucket: str,
     output_key: str,
     timings: dict[str, float],
+    quality: dict[str, Any] | None = None,
+    reasons: Sequence[Reason] = (),
+    previews: tuple[str, str] | None = None,
 ) -> bool:
-    """running -> succeeded; called only after the result object is fully written."""
+    """running -> succeeded; called only after the result object (and its previews) is fully
+    written. ``reasons``: the review rules its ``quality`` tripped, which flag it."""
+    before, after = previews or (None, None)
     return _finish(
         session,
         job_id,
@@ -134,6 +140,12 @@ def succeed(
         output_key=output_key,
         progress=1.0,
         finished_at=utcnow(),
+        quality=quality,
+        flagged=bool(reasons),
+        flags=",".join(["", *(reason["rule"] for reason in reasons), ""]) if reasons else None,
+        review_reasons=list(reasons) or None,
+        before_preview_key=before,
+        after_preview_key=after,
         **_timing_values(timings),
     )
 

@@ -72,3 +72,8 @@ def result_key(tenant_id: str, job_id: uuid.UUID, input_key: str, extension: str
     relative = PurePosixPath(match.group("path") if match else PurePosixPath(input_key).name)
     stem = relative.stem or "image"
     return f"{object_prefix(tenant_id)}results/{job_id}/{relative.with_name(stem + extension)}"
+
+
+def preview_key(tenant_id: str, job_id: uuid.UUID, side: str) -> str:
+    """Where a job's 512-px preview of its input (``before``) or result (``after``) goes."""
+    return f"{object_prefix(tenant_id)}previews/{job_id}/{side}.jpg"

@@ -15,6 +15,7 @@ from shared.tenants.accounts import (
     list_keys,
     list_tenants,
     revoke_key,
+    set_review_rules,
 )
 from shared.tenants.limits import SubmissionLimiter
 
@@ -33,4 +34,5 @@ __all__ = [
     "list_keys",
     "list_tenants",
     "revoke_key",
+    "set_review_rules",
 ]

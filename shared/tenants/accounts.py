@@ -91,6 +91,15 @@ def revoke_key(session: Session, key_prefix: str) -> int:
     return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
+def set_review_rules(session: Session, tenant_id: str, rules: dict[str, float | bool]) -> Tenant:
+    """Replace a tenant's review thresholds (validated by the caller: ``shared.review``);
+    empty: the server's for every rule."""
+    tenant = get_tenant(session, tenant_id)
+    tenant.review_rules = dict(rules) or None
+    session.flush()
+    return tenant
+
+
 def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.id)))
 

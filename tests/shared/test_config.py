@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.config import Settings
+from shared.config import ReviewThresholds, Settings
 from tests.services import REPO
 
 
@@ -42,3 +42,14 @@ def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`DARKROOM_{name.upper()}`" not in readme]
     assert missing == [], f"settings missing from the README's configuration table: {missing}"
+
+
+def test_review_thresholds_are_set_one_rule_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DARKROOM_REVIEW__STILL_DARK", "0.2")
+    monkeypatch.setenv("DARKROOM_REVIEW__INPUT_BLURRED", "off")
+    review = Settings().review
+    assert review.still_dark == 0.2 and review.input_blurred is None
+    assert review.lights_blown == ReviewThresholds().lights_blown  # the others keep defaults
+    monkeypatch.setenv("DARKROOM_REVIEW__LIGHTS_BLOWN", "lots")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -44,7 +44,8 @@ def test_migration_on_postgresql(empty_postgres_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "column", ["download_s", "decode_s", "restore_s", "encode_s", "upload_s", "device_s"]
+    "column",
+    ["download_s", "decode_s", "restore_s", "measure_s", "encode_s", "upload_s", "device_s"],
 )
 def test_jobs_table_records_every_stage(column: str) -> None:
     assert column in Base.metadata.tables["jobs"].columns

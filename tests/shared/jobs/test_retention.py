@@ -31,9 +31,16 @@ def _finished_job(settings: Settings, s3, input_key: str, age_days: float) -> Jo
         # Never picked up by the session worker: nothing sends it, and it leaves 'queued' now.
         assert jobs.claim(session, job.id, "test")
         out_key = f"results/{job.id}/out.jpg"
-        s3.put_object(Bucket=settings.output_bucket, Key=out_key, Body=b"result")
+        previews = (f"previews/{job.id}/before.jpg", f"previews/{job.id}/after.jpg")
+        for key in (out_key, *previews):
+            s3.put_object(Bucket=settings.output_bucket, Key=key, Body=b"result")
         assert jobs.succeed(
-            session, job.id, output_bucket=settings.output_bucket, output_key=out_key, timings={}
+            session,
+            job.id,
+            output_bucket=settings.output_bucket,
+            output_key=out_key,
+            timings={},
+            previews=previews,
         )
         session.execute(
             update(Job)
@@ -67,6 +74,9 @@ def test_cleanup_deletes_old_results_and_uploads_only(
     assert not _exists(s3, out, old_upload.output_key)
     assert not _exists(s3, out, old_own.output_key)
     assert _exists(s3, out, recent.output_key)
+    for job, kept in ((old_upload, False), (old_own, False), (recent, True)):
+        for preview in (job.before_preview_key, job.after_preview_key):
+            assert preview and _exists(s3, out, preview) == kept  # previews go with the result
     assert not _exists(s3, settings.input_bucket, uploaded_key)  # Darkroom's upload: gone
     assert _exists(s3, settings.input_bucket, "archive/1999/old.jpg")  # the owner's photo: kept
     assert _exists(s3, settings.input_bucket, recent.input_key)
@@ -75,6 +85,7 @@ def test_cleanup_deletes_old_results_and_uploads_only(
     assert body["status"] == "succeeded"  # the record stays
     assert body["result"]["url"] is None  # but no link to a deleted object
     assert body["result"]["deleted_at"]
+    assert body["previews"] is None
     assert client.get(f"/v1/jobs/{recent.id}").json()["result"]["url"]
 
 

@@ -1,0 +1,135 @@
+"""The batch report page: one server-rendered HTML file, no build step, nothing from a CDN.
+
+The API serves it (``GET /v1/batches/{id}/report``: previews from the API, review buttons
+that call it) and ``darkroom report`` writes it as a snapshot file with the previews inlined,
+for a person without the server. Both render :func:`render_report` from the same template.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import PurePosixPath
+from typing import Any
+
+import jinja2
+
+from shared.db.tables import Job, JobStatus
+from shared.jobs import BatchSummary, ReviewCounts
+from shared.review import RULES
+
+PAGE_SIZE = 50
+
+SHOWS = (
+    ("flagged", "flagged"),
+    ("pending", "flagged, awaiting review"),
+    *((status.value, status.value) for status in JobStatus),
+)
+"""The report's "show" filter: (value, label)."""
+
+_UNDONE = (JobStatus.failed, JobStatus.cancelled)
+
+PreviewSource = Callable[[Job, str], str | None]
+"""Where a job's ``before`` or ``after`` preview comes from: a URL, or an inlined data URI."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    show: str | None = None
+    rule: str | None = None
+
+
+@lru_cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("api", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _card(job: Job, previews: PreviewSource, redone_by: dict[uuid.UUID, uuid.UUID]) -> Any:
+    before = previews(job, "before") if job.before_preview_key else None
+    after = previews(job, "after") if job.after_preview_key else None
+    reasons = job.review_reasons or []
+    return {
+        "id": str(job.id),
+        "name": PurePosixPath(job.input_key).name,
+        "status": job.status.value,
+        "model": job.model,
+        "flagged": job.flagged,
+        "reasons": reasons,
+        "rules": [reason["rule"] for reason in reasons],
+        "decision": job.review_decision.value if job.review_decision else None,
+        "error": f"{job.error_code}: {job.error_message}" if job.status in _UNDONE else None,
+        "before": before if before and after else None,
+        "after": after if before and after else None,
+        "redo_of": str(job.redo_of) if job.redo_of else None,
+        "redone_by": str(redone_by[job.id]) if job.id in redone_by else None,
+    }
+
+
+def render_report(
+    summary: BatchSummary,
+    review: ReviewCounts,
+    page: Sequence[Job],
+    *,
+    matching: int,
+    previews: PreviewSource,
+    redone_by: dict[uuid.UUID, uuid.UUID],
+    filters: Filters,
+    models: Sequence[str],
+    interactive: bool,
+    token: str | None = None,
+    offset: int = 0,
+    page_link: Callable[[int], str] | None = None,
+) -> str:
+    """The page for one batch. ``interactive``: served, with review buttons and paging
+    (``page_link(offset)`` makes the links); else a snapshot of ``page`` only."""
+    batch = summary.batch
+    throughput = summary.throughput_per_s
+    last = offset + len(page)
+    has_next = interactive and page_link is not None and last < matching
+    has_previous = interactive and page_link is not None and offset > 0
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(
+            batch={
+                "id": str(batch.id),
+                "model": batch.model,
+                "prefix": batch.input_prefix,
+                "created": batch.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+                "total": summary.total,
+                "done": summary.done,
+                "counts": summary.counts,
+                "throughput": f"{throughput * 60:.1f}" if throughput else "–",
+            },
+            review={
+                "flagged": review.flagged,
+                "pending": review.pending,
+                "accepted": review.decisions.get("accepted", 0),
+                "rejected": review.decisions.get("rejected", 0),
+                "redo": review.decisions.get("redo", 0),
+            },
+            rules=[
+                {"name": name, "title": rule.title, "count": review.rules.get(name, 0)}
+                for name, rule in RULES.items()
+            ],
+            shows=SHOWS,
+            filters={"show": filters.show or "", "rule": filters.rule or ""},
+            cards=[_card(job, previews, redone_by) for job in page],
+            matching=matching,
+            first=offset + 1 if page else 0,
+            last=last,
+            previous=page_link(max(0, offset - PAGE_SIZE)) if has_previous and page_link else None,
+            next=page_link(last) if has_next and page_link else None,
+            models=list(models),
+            interactive=interactive,
+            token=token,
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+    )

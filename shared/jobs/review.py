@@ -1,0 +1,228 @@
+"""Review: which jobs a person should look at, and what the person decided.
+
+A worker flags a job when it finishes (``shared.review.rules`` on the job's quality, with the
+thresholds :func:`review_thresholds` resolves). Here the flagged jobs of a batch are listed
+(:func:`review_queue`), counted (:func:`review_counts`) and decided (:func:`decide`): accepted,
+rejected, or sent back to be redone with another model or options, which creates a new job in
+the same batch, linked to the old one by ``Job.redo_of``; both results stay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
+
+from shared.catalogue.store import ModelStore
+from shared.config import ReviewThresholds, Settings
+from shared.db.tables import Job, JobStatus, ReviewDecision, Tenant, utcnow
+from shared.errors import Conflict, InvalidRequest
+from shared.jobs import repository
+from shared.jobs.submit import check_active, plan
+from shared.queue.dispatch import Dispatcher
+from shared.review import RULES, resolve_thresholds
+from shared.tenants.accounts import Caller
+
+QueueFilter = Literal["pending", "decided", "all"]
+"""Which flagged jobs the queue lists: awaiting a decision, decided, or both."""
+
+_DECIDABLE = {
+    ReviewDecision.accepted: (JobStatus.succeeded,),
+    ReviewDecision.rejected: (JobStatus.succeeded,),
+    ReviewDecision.redo: (JobStatus.succeeded, JobStatus.failed),
+}
+"""A result can be accepted or rejected; a failed job can still be redone."""
+
+
+def review_thresholds(
+    session: Session, defaults: ReviewThresholds, tenant_id: str, options: Mapping[str, Any]
+) -> dict[str, float | None]:
+    """The thresholds a job is checked with: the server's, its tenant's, its batch's."""
+    tenant_rules = session.scalar(select(Tenant.review_rules).where(Tenant.id == tenant_id))
+    return resolve_thresholds(defaults, tenant_rules, options.get("review"))
+
+
+@dataclass(frozen=True)
+class ReviewCounts:
+    flagged: int = 0
+    """Jobs a rule flagged."""
+    pending: int = 0
+    """Flagged jobs nobody has decided on yet."""
+    decisions: dict[str, int] = field(default_factory=dict)
+    """Decisions recorded, flagged or not: accepted, rejected, redo."""
+    rules: dict[str, int] = field(default_factory=dict)
+    """Flagged jobs per rule (a job may trip several)."""
+
+
+def review_counts(session: Session, batch_id: uuid.UUID) -> ReviewCounts:
+    decisions = {decision.value: 0 for decision in ReviewDecision}
+    flagged = pending = 0
+    for is_flagged, decision, count in session.execute(
+        select(Job.flagged, Job.review_decision, func.count())
+        .where(Job.batch_id == batch_id, or_(Job.flagged, Job.review_decision.is_not(None)))
+        .group_by(Job.flagged, Job.review_decision)
+    ):
+        if decision is not None:
+            decisions[ReviewDecision(decision).value] += count
+        if is_flagged:
+            flagged += count
+            pending += count if decision is None else 0
+    rules: Counter[str] = Counter()
+    for flags in session.scalars(select(Job.flags).where(Job.batch_id == batch_id, Job.flagged)):
+        rules.update(name for name in (flags or "").split(",") if name)
+    ordered = {name: rules[name] for name in RULES if rules[name]}
+    return ReviewCounts(flagged=flagged, pending=pending, decisions=decisions, rules=ordered)
+
+
+def review_queue(
+    session: Session,
+    batch_id: uuid.UUID,
+    *,
+    which: QueueFilter = "pending",
+    rule: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Job], str | None]:
+    """A batch's flagged jobs, oldest first, keyset-paginated on (created_at, id)."""
+    if rule is not None and rule not in RULES:
+        raise InvalidRequest(f"unknown review rule {rule!r} (rules: {', '.join(RULES)})")
+    query = (
+        select(Job)
+        .where(Job.batch_id == batch_id, Job.flagged)
+        .order_by(Job.created_at, Job.id)
+        .limit(limit + 1)
+    )
+    if which == "pending":
+        query = query.where(Job.review_decision.is_(None))
+    elif which == "decided":
+        query = query.where(Job.review_decision.is_not(None))
+    if rule is not None:
+        query = query.where(Job.flags.like(f"%,{rule},%"))
+    if cursor:
+        created, job_id = repository.decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at > created, and_(Job.created_at == created, Job.id > job_id))
+        )
+    found = list(session.scalars(query))
+    next_cursor = repository.encode_cursor(found[limit - 1]) if len(found) > limit else None
+    return found[:limit], next_cursor
+
+
+def decide(
+    session: Session,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    models: ModelStore,
+    job_id: uuid.UUID,
+    decision: ReviewDecision,
+    *,
+    caller: Caller,
+    model: str | None = None,
+    options: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> tuple[Job, Job | None]:
+    """Record a person's decision about a finished job; for ``redo``, also create and queue the
+    new try (``model`` and ``options`` default to the old job's). Returns (job, new job or
+    None). A decision may be changed, except after a redo: that job has a successor."""
+    if decision != ReviewDecision.redo and (model is not None or options is not None):
+        raise InvalidRequest("'model' and 'options' go with the decision 'redo' only")
+    job = repository.get_job(session, job_id, caller.tenant_id)
+    allowed = _DECIDABLE[decision]
+    if job.status not in allowed:
+        states = " or ".join(status.value for status in allowed)
+        raise Conflict(
+            f"job {job_id} is {job.status.value}: only a {states} job can be {decision.value}"
+        )
+    family = normalised = None
+    if decision == ReviewDecision.redo:
+        family, normalised = plan(models, model or job.model, job.options | (options or {}))
+        check_active(session, caller, 1)
+    won = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(list(allowed)),
+            or_(Job.review_decision.is_(None), Job.review_decision != ReviewDecision.redo),
+        )
+        .values(review_decision=decision, review_note=note, reviewed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not won:
+        session.rollback()
+        successor = session.scalar(select(Job.id).where(Job.redo_of == job_id))
+        raise Conflict(f"job {job_id} was already sent back to be redone, as job {successor}")
+    redo = None
+    if decision == ReviewDecision.redo:
+        assert normalised is not None and family is not None
+        redo = repository.create_job(
+            session,
+            model=model or job.model,
+            input_bucket=job.input_bucket,
+            input_key=job.input_key,
+            options=normalised,
+            tenant_id=job.tenant_id,
+            webhook_url=job.webhook_url,
+            batch_id=job.batch_id,
+            redo_of=job.id,
+        )
+    session.commit()
+    if redo is not None and family is not None:
+        dispatcher.dispatch([(redo.id, family)])
+    session.refresh(job)
+    return job, redo
+
+
+def redone_by(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """For each of ``job_ids`` that was sent back to be redone, the id of its new try."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.redo_of, Job.id).where(Job.redo_of.in_(job_ids)))
+    return {old: new for old, new in rows if old is not None}
+
+
+ReportFilter = Literal["flagged", "pending"] | JobStatus
+"""What the report page narrows to besides a rule: flagged jobs, flagged jobs awaiting a
+decision, or one job status."""
+
+
+def report_jobs(
+    session: Session,
+    batch_id: uuid.UUID,
+    *,
+    show: ReportFilter | None = None,
+    rule: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Job], int]:
+    """One page of a batch's jobs as its report shows them, and how many match in all:
+    flagged jobs first (those awaiting a decision before decided ones), then failed ones, then
+    the rest, each group by input key."""
+    conditions: list[ColumnElement[bool]] = [Job.batch_id == batch_id]
+    if rule is not None:
+        if rule not in RULES:
+            raise InvalidRequest(f"unknown review rule {rule!r} (rules: {', '.join(RULES)})")
+        conditions.append(Job.flags.like(f"%,{rule},%"))
+    if show == "flagged":
+        conditions.append(Job.flagged.is_(True))
+    elif show == "pending":
+        conditions += [Job.flagged.is_(True), Job.review_decision.is_(None)]
+    elif show is not None:
+        conditions.append(Job.status == show)
+    total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+    order = (
+        Job.flagged.desc(),
+        Job.review_decision.is_not(None),
+        (Job.status == JobStatus.failed).desc(),
+        Job.input_key,  # a batch's photos in the order of their names, as a folder lists them
+        Job.id,
+    )
+    page = session.scalars(
+        select(Job).where(*conditions).order_by(*order).offset(offset).limit(limit)
+    )
+    return list(page), total
