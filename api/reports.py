@@ -51,13 +51,16 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _card(job: Job, previews: PreviewSource, redone_by: dict[uuid.UUID, uuid.UUID]) -> Any:
+def _card(
+    job: Job, previews: PreviewSource, redone_by: dict[uuid.UUID, uuid.UUID], prefix: str
+) -> Any:
     before = previews(job, "before") if job.before_preview_key else None
     after = previews(job, "after") if job.after_preview_key else None
     reasons = job.review_reasons or []
     return {
         "id": str(job.id),
-        "name": PurePosixPath(job.input_key).name,
+        # The photo's path under the batch's prefix: what its owner calls it in the archive.
+        "name": job.input_key.removeprefix(prefix) if prefix else PurePosixPath(job.input_key).name,
         "status": job.status.value,
         "model": job.model,
         "flagged": job.flagged,
@@ -121,7 +124,7 @@ def render_report(
             ],
             shows=SHOWS,
             filters={"show": filters.show or "", "rule": filters.rule or ""},
-            cards=[_card(job, previews, redone_by) for job in page],
+            cards=[_card(job, previews, redone_by, batch.input_prefix or "") for job in page],
             matching=matching,
             first=offset + 1 if page else 0,
             last=last,

@@ -3,6 +3,7 @@
 # run (at most 8 minutes on one GPU), one report file. Runs on a CPU too:
 #   scripts/gpu-check.sh --device cpu --quick --out /tmp/gpu-check.json   (the test suite's run)
 #   scripts/gpu-check.sh --out gpu-check.json                              (on a GPU machine)
+# Without --quick it also runs benchmarks.quality_cost (a 12-MP job's measuring, on the GPU).
 # On a GPU machine that also runs Redis and PostgreSQL, --throughput adds benchmarks.throughput
 # (end to end against the raw model, per stage, GPU utilisation, TFLOP/s against the peak).
 set -euo pipefail
@@ -15,6 +16,10 @@ for arg in "$@"; do
 done
 status=0
 "$PYTHON" -m benchmarks.gpu_check "${args[@]}" || status=$?
+if [[ " ${args[*]} " != *" --quick "* ]]; then
+  # Issue #16: what measuring a 12-MP job (signals, previews) adds to it where restoring is fast.
+  "$PYTHON" -m benchmarks.quality_cost --repeat 3 || status=$?
+fi
 if [[ $throughput == 1 ]]; then
   if redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 >/dev/null 2>&1; then
     "$PYTHON" -m benchmarks.throughput --device cuda --photos 8 --concurrency 1,3 \

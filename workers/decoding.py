@@ -20,7 +20,7 @@ import re
 import warnings
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from shared.errors import InvalidImage
 from workers.image_types import TIFF_EXIF_KEEP, DecodedImage, describe
@@ -94,7 +94,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise InvalidImage(_too_many_pixels_message(str(exc), max_pixels)) from None
     except MemoryError:
         raise
-    except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error...: bad input
+    except UnidentifiedImageError:
+        # Pillow's own message names the in-memory buffer's address: nothing a person can use.
+        raise InvalidImage(
+            "not a readable image: the bytes are in no image format Darkroom reads "
+            "(JPEG, PNG, WebP, TIFF, BMP, GIF and the other formats Pillow opens)"
+        ) from None
+    except Exception as exc:  # SyntaxError, struct.error...: a known format, broken
         raise InvalidImage(f"not a readable image: {describe(exc)}") from None
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from skimage.color import rgb2lab
+from skimage.restoration import estimate_sigma
 
 LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 """Rec. 709 weights, applied to the sRGB-encoded values (as ``real-dim/stats.csv`` does)."""
@@ -126,8 +128,6 @@ def noise(image: np.ndarray) -> float:
     on the photo downsized by :func:`downsize`. Fine texture and JPEG blocks count too: a
     figure to compare methods on one photo, not an absolute noise level. No detail at all (a
     black output) is no noise: 0."""
-    from skimage.restoration import estimate_sigma
-
     with warnings.catch_warnings():
         # A channel without any detail (all black) has no coefficient to take a median of.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -138,8 +138,6 @@ def noise(image: np.ndarray) -> float:
 
 def chroma(image: np.ndarray) -> float:
     """Mean of |a*| + |b*| in CIELAB: how far from grey the colours are on average."""
-    from skimage.color import rgb2lab
-
     lab = rgb2lab(np.clip(image, 0.0, 1.0))
     return float(np.mean(np.abs(lab[..., 1]) + np.abs(lab[..., 2])))
 

@@ -12,7 +12,9 @@ import io
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,4 +172,34 @@ def test_darkroom_report_writes_a_self_contained_file(
     assert len(sources) == 8 and all(s.startswith("data:image/jpeg;base64,") for s in sources)
     assert not re.search(r"""(src|href)=["']https?://""", html)  # nothing to fetch: works offline
     assert html.index("02-bright.png") < html.index("05-corrupt.png") < html.index("01-dim.png")
-    assert "decisions are" in html and "<button class=\"accept\"" not in html  # a snapshot
+    assert "decisions are" in html and '<button class="accept"' not in html  # a snapshot
+
+
+def test_darkroom_status_shows_a_jobs_signals_and_a_batchs_review(
+    embedded: tuple[dict[str, str], str],
+) -> None:
+    env, batch_id = embedded
+    batch = _darkroom(env, "status", batch_id)
+    assert "review: 2 flagged, 1 awaiting" in batch or "review: 2 flagged, 2 awaiting" in batch
+    assert "2 input already well exposed" in batch
+    home = Path(env["DARKROOM_HOME"])
+    with sqlite3.connect(home / "darkroom.db") as db:
+        (job_id,) = db.execute(
+            "SELECT id FROM jobs WHERE input_key LIKE '%02-bright.png'"
+        ).fetchone()
+    job = _darkroom(env, "status", str(uuid.UUID(job_id)))
+    assert re.search(r"flagged\s+.\s+yes", job)
+    assert "input already well exposed: mean luma of the input is" in job
+    assert re.search(r"mean_luma\s+.\s+0\.\d+\s+.\s+0\.\d+", job)  # input and result
+
+
+def _darkroom(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "darkroom"), *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

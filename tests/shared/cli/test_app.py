@@ -11,7 +11,7 @@ from shared.cli import app
 from shared.config import get_settings
 
 GROUPS = ["db", "buckets", "models", "tenants", "keys"]
-COMMANDS = ["serve", "worker", "cleanup", "submit", "status", "eval"]
+COMMANDS = ["serve", "worker", "cleanup", "submit", "status", "report", "eval"]
 MARKUP = ["``", ":class:", ":func:", "[bold]", "[red]", "╭", "│"]
 
 

@@ -46,3 +46,28 @@ def test_tenant_commands_create_the_embedded_database(tmp_path: Path) -> None:
     assert darkroom("tenants", "create", "studio-one", env=env, cwd=tmp_path).returncode == 0
     listed = darkroom("tenants", "list", env=env, cwd=tmp_path)
     assert listed.returncode == 0 and "studio-one" in listed.stdout
+
+
+@pytest.mark.slow  # runs the darkroom CLI
+def test_a_tenants_review_thresholds_are_set_shown_and_reset(tmp_path: Path) -> None:
+    env = {"DARKROOM_HOME": str(tmp_path / "home")}
+    assert darkroom("tenants", "create", "studio-two", env=env, cwd=tmp_path).returncode == 0
+    set_ = darkroom(
+        "tenants",
+        "review",
+        "studio-two",
+        "still_dark=0.1",
+        "input_blurred=off",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert set_.returncode == 0, set_.stderr
+    rows = {line.split()[1]: line for line in set_.stdout.splitlines() if line.count("│") >= 3}
+    assert "0.1" in rows["still_dark"] and "tenant" in rows["still_dark"]
+    assert "off" in rows["input_blurred"] and "tenant" in rows["input_blurred"]
+    assert "server" in rows["lights_blown"]
+    for bad in ("nope=1", "still_dark=dim", "still_dark"):
+        refused = darkroom("tenants", "review", "studio-two", bad, env=env, cwd=tmp_path)
+        assert refused.returncode == 1 and refused.stderr, bad
+    reset = darkroom("tenants", "review", "studio-two", "--reset", env=env, cwd=tmp_path)
+    assert reset.returncode == 0 and "tenant" not in reset.stdout.split("review rules of")[1]
