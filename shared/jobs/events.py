@@ -26,6 +26,8 @@ def job_payload(job: Job) -> dict[str, Any]:
         if job.status == JobStatus.failed
         else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        # Whether a person should look at the result, and why (docs/review.md).
+        "review": {"flagged": job.flagged, "reasons": job.review_reasons or []},
     }
 
 

@@ -122,6 +122,8 @@ def test_a_finished_job_posts_one_signed_webhook_even_after_failures(
     assert payload["event"] == "job.succeeded"
     assert payload["data"]["id"] == job["id"]
     assert payload["data"]["output_key"] == job["result"]["key"]
+    review = job["review"]  # whether a person should look, as GET /v1/jobs/{id} says
+    assert payload["data"]["review"] == {"flagged": review["flagged"], "reasons": review["reasons"]}
     # The same delivery, retried: one id across the three POSTs.
     assert len({r.headers["Darkroom-Delivery"] for r in receiver.received}) == 1
     [delivery] = _deliveries(settings, receiver.url)
