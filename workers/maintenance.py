@@ -1,10 +1,16 @@
-"""Recovering jobs whose worker died: every worker runs this in a background thread.
+"""Recovering jobs whose worker died: a background thread in every worker.
 
 A worker killed mid-job (SIGKILL, out of memory, a lost node) leaves its job ``running`` and
 its message unacknowledged until Redis's visibility timeout, hours later. So each worker
-process sends heartbeats for the jobs it runs, and any worker that sees one gone quiet puts the
-job back to ``queued`` and sends it again: it finishes minutes later on a live worker, once
-(the conditional updates in ``shared.jobs`` let only one delivery finish it).
+process sends heartbeats for the jobs it runs, and the worker elected to look after the others
+puts a job gone quiet back to ``queued`` and sends it again: it finishes minutes later on a live
+worker, once (the conditional updates in ``shared.jobs`` let only one delivery finish it). The
+same worker re-sends queued jobs whose message the broker lost.
+
+Only one worker per deployment (queue prefix) reaps and reconciles at a time: it holds an
+advisory lock (``shared.db.locks``), and when it dies the next worker to ask takes over at its
+next pass. A hundred workers each scanning the jobs table every half minute would load the
+database for nothing, and race each other to send the same jobs.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import uuid
 from redis.exceptions import RedisError
 
 from shared import jobs
+from shared.config import Settings
+from shared.db.locks import AdvisoryLock
 from shared.errors import DarkroomError
 from shared.queue import Dispatcher, job_ids_in_broker
 from workers.pipeline import WorkerContext
@@ -90,12 +98,27 @@ def beat_once(ctx: WorkerContext) -> None:
         jobs.heartbeat(session, set(ctx.running))
 
 
+def election(settings: Settings) -> AdvisoryLock:
+    """The lock whose holder reaps and reconciles for this deployment (its queue prefix)."""
+    return AdvisoryLock(settings.database_url, f"darkroom-maintenance:{settings.queue_prefix}")
+
+
+def look_after_others(ctx: WorkerContext, dispatcher: Dispatcher, lock: AdvisoryLock) -> bool:
+    """Reap and reconcile if this worker holds ``lock``; returns whether it did."""
+    if not lock.held():
+        return False
+    reap_once(ctx, dispatcher)
+    reconcile_once(ctx, dispatcher)
+    return True
+
+
 def start(ctx: WorkerContext, dispatcher: Dispatcher) -> threading.Event:
-    """Send heartbeats every ``heartbeat_interval_s`` and reap every ``maintenance_interval_s``,
-    in a thread of its own: a forward pass that takes minutes must not look like a dead worker.
-    Set the returned event to stop."""
+    """Send heartbeats every ``heartbeat_interval_s`` and, if elected, reap every
+    ``maintenance_interval_s``, in a thread of its own: a forward pass that takes minutes must
+    not look like a dead worker. Set the returned event to stop (it gives up the election)."""
     stop = threading.Event()
     settings = ctx.settings
+    lock = election(settings)
 
     def loop() -> None:
         next_reap = time.monotonic() + settings.maintenance_interval_s
@@ -104,10 +127,10 @@ def start(ctx: WorkerContext, dispatcher: Dispatcher) -> threading.Event:
                 beat_once(ctx)
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + settings.maintenance_interval_s
-                    reap_once(ctx, dispatcher)
-                    reconcile_once(ctx, dispatcher)
+                    look_after_others(ctx, dispatcher, lock)
             except Exception:  # a database hiccup must not kill the thread
                 log.exception("maintenance pass failed")
+        lock.release()
 
     threading.Thread(target=loop, name="darkroom-maintenance", daemon=True).start()
     return stop

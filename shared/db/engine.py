@@ -65,22 +65,34 @@ def _server_engine(url: str) -> Engine:
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
-        connect_args=_network_timeouts(url),
+        connect_args=connect_args(url),
     )
 
 
-def _network_timeouts(url: str) -> dict[str, int]:
-    """libpq waits forever by default for a server that does not answer a connect, and never
-    notices a peer that vanished mid-query: bound the one, probe for the other. Values given
-    in the URL's query string (``?connect_timeout=...``) win."""
+STATEMENT_TIMEOUT_MS = 60_000
+"""The longest any statement of the API or a worker may run on PostgreSQL before the server
+cancels it. Darkroom's statements take milliseconds (a 50,000-job batch insert, seconds); one
+that runs for a minute is stuck behind a lock or a sick server, and the worker is better off
+retrying it (a cancelled statement is ``DatabaseUnavailable``, retried with backoff) than
+waiting forever. Migrations use their own connection and no limit."""
+
+
+def connect_args(url: str) -> dict[str, int | str]:
+    """libpq waits forever by default for a server that does not answer a connect, never
+    notices a peer that vanished mid-query, and lets a statement run for ever: bound the
+    first, probe for and drop the second (keepalives while idle, ``tcp_user_timeout`` while
+    data is unacknowledged), cancel the third (:data:`STATEMENT_TIMEOUT_MS`). Values given in
+    the URL's query string win (``?connect_timeout=5``, ``?options=-c statement_timeout=5000``)."""
     if not make_url(url).drivername.startswith("postgresql"):
         return {}
-    defaults = {
+    defaults: dict[str, int | str] = {
         "connect_timeout": 10,
         "keepalives": 1,
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
     }
     given = make_url(url).query
     return {key: value for key, value in defaults.items() if key not in given}

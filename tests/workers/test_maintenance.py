@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from shared import jobs
+from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import Job, JobStatus, utcnow
-from shared.queue import Dispatcher, make_dispatcher
+from shared.queue import Dispatcher, NoDispatch, make_dispatcher
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
 from tests.faults import submit_photos
@@ -81,3 +82,27 @@ def test_a_job_handed_back_by_the_reaper_runs_before_the_jobs_still_waiting(
     started = sorted(finished, key=lambda body: body["started_at"])
     assert started[0]["id"] == str(lost)
     assert all(body["error"] is None and body["last_error"] is None for body in finished)
+
+
+def test_only_the_elected_worker_looks_after_the_others(settings: Settings) -> None:
+    # Nothing is old enough for this worker to reap or re-send: only the election is at stake.
+    mine = settings.model_copy(
+        update={
+            "queue_prefix": f"darkroom-elect-{uuid.uuid4().hex[:6]}",
+            "stale_after_s": 10 * 365 * 24 * 3600.0,
+            "reconcile_after_s": 10 * 365 * 24 * 3600.0,
+        }
+    )
+    ctx = WorkerContext.build(mine)
+    first, second = maintenance.election(mine), maintenance.election(mine)
+    other_deployment = maintenance.election(mine.model_copy(update={"queue_prefix": "elsewhere"}))
+    try:
+        assert maintenance.look_after_others(ctx, NoDispatch(), first)
+        assert not maintenance.look_after_others(ctx, NoDispatch(), second)
+        assert other_deployment.held()  # another queue prefix elects its own
+        first.release()  # the leader stops: the next pass of another worker takes over
+        assert maintenance.look_after_others(ctx, NoDispatch(), second)
+        assert not maintenance.look_after_others(ctx, NoDispatch(), first)
+    finally:
+        for lock in (first, second, other_deployment):
+            lock.release()

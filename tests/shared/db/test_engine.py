@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from shared.db.engine import make_engine
+from shared.db.engine import STATEMENT_TIMEOUT_MS, make_engine
 from shared.errors import DatabaseUnavailable
 
 
@@ -43,3 +43,25 @@ def test_a_server_that_drops_a_connection_is_reconnected_by_pre_ping(postgres_ur
         killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     with engine.connect() as connection:
         assert connection.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_every_statement_has_a_time_limit_on_postgresql(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    with engine.connect() as connection:
+        limit = connection.execute(
+            text("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
+        ).scalar()
+    assert limit == str(STATEMENT_TIMEOUT_MS)  # milliseconds
+    engine.dispose()
+
+
+def test_a_statement_past_its_limit_is_cancelled_as_an_outage(postgres_url: str) -> None:
+    """A stuck statement is cancelled by the server and retried like an outage, not waited on
+    for ever; the limit in the URL wins over the default."""
+    separator = "&" if "?" in postgres_url else "?"
+    engine = make_engine(f"{postgres_url}{separator}options=-c%20statement_timeout%3D200")
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW statement_timeout")).scalar() == "200ms"
+        with pytest.raises(DatabaseUnavailable):
+            connection.execute(text("SELECT pg_sleep(5)"))
+    engine.dispose()
