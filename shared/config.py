@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     restore runs at a time per process (one device), or with ``device_batch_tiles`` one forward
     pass at a time, shared by the tiles of the jobs restoring; 1 keeps the solo pool."""
 
+    worker_metrics_port: int = Field(default=9300, ge=0, le=65535)
+    """Each ``darkroom worker`` process serves Prometheus metrics here (``workers.metrics``);
+    ``--gpus`` gives its i-th child this port plus i; 0: none."""
+    worker_metrics_host: str = "0.0.0.0"
+    """Address the worker's metrics listen on (all interfaces: Prometheus scrapes the pod)."""
+
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 100_000_000
     """Images above this many pixels are refused before decoding (decompression bombs)."""
@@ -167,7 +173,8 @@ class Settings(BaseSettings):
     stale_after_s: float = 120.0
     """A running job with no heartbeat for this long has lost its worker and is requeued."""
     maintenance_interval_s: float = 30.0
-    """How often each worker looks for such jobs, and for queued jobs the broker lost."""
+    """How often the elected worker (one per queue prefix, ``workers.maintenance``) looks for
+    such jobs, and for queued jobs the broker lost."""
     reconcile_after_s: float = 60.0
     """A job queued this long whose message is not in Redis is sent again."""
     retry_backoff_s: float = 2.0

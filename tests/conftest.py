@@ -183,6 +183,8 @@ def service_env(
         "DARKROOM_WEBHOOK_ALLOW_PRIVATE": "true",
         "DARKROOM_WEBHOOK_SECRET": "default-tenant-secret",
         "DARKROOM_WEBHOOK_POLL_INTERVAL_S": "0.2",
+        # Many workers share this host in a test run: the tests that scrape one give it a port.
+        "DARKROOM_WORKER_METRICS_PORT": "0",
     }
     return env
 

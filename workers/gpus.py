@@ -107,9 +107,11 @@ def run_per_gpu(
     *,
     stop_grace_s: float = STOP_GRACE_S,
     poll_s: float = 0.5,
+    metrics_port: int = 0,
 ) -> int:
     """Run ``command + ["--name", node_name(gpu)]`` once per GPU with only that GPU visible,
-    until a stop signal or the first child's exit. Returns the exit code for the supervisor:
+    until a stop signal or the first child's exit; with ``metrics_port``, the i-th child serves
+    its metrics on that port plus i. Returns the exit code for the supervisor:
     0 after a requested stop that every child honoured, else the first failing child's code
     (or 1)."""
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -124,10 +126,12 @@ def run_per_gpu(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for gpu in gpus:
+        for index, gpu in enumerate(gpus):
             # PCI bus order: the order nvidia-smi and schedulers number GPUs in (CUDA's own
             # default puts the fastest first, so an index would name another GPU).
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+            if metrics_port:  # each child its own port for its own metrics
+                env["DARKROOM_WORKER_METRICS_PORT"] = str(metrics_port + index)
             # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which passes
             # it on once (a second SIGINT would make Celery abandon its running jobs).
             children[gpu] = subprocess.Popen(

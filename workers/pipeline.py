@@ -38,7 +38,7 @@ from shared.errors import (
 from shared.review import rules as review
 from shared.storage import Storage, make_storage
 from shared.storage.keys import preview_key, result_key
-from workers import quality
+from workers import metrics, quality
 from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner, DeviceThread
 from workers.decoding import decode
 from workers.encoding import encode
@@ -158,6 +158,7 @@ class _Run:
         self.ctx = ctx
         self.job = job
         self.timings: dict[str, float] = {}
+        self.megapixels: float | None = None
         self.started = time.monotonic()
         self.last_report = self.started  # the claim just wrote the job
 
@@ -233,6 +234,7 @@ class _Run:
                 max_pixels=ctx.settings.max_pixels,
                 max_aspect_ratio=ctx.settings.max_aspect_ratio,
             )
+        self.megapixels = decoded.width * decoded.height / 1e6
         steps = ctx.models.chain(job.model, options.get("task"))
         # The device is taken outside the stage, so "restore" times the model, not the wait;
         # with a batcher, "restore" includes waiting for passes that other jobs' tiles share.
@@ -330,20 +332,25 @@ def _execute(ctx: WorkerContext, job: Job, run: _Run) -> JobStatus | None:
             return None
         seconds = sum(run.timings.get(stage, 0.0) for stage in STAGES)
         log.info("job %s succeeded in %.2fs", job_id, seconds)
+        metrics.job_finished(job.model, "succeeded", run.timings, megapixels=run.megapixels)
         return JobStatus.succeeded
     except JobCancelled:
         write_through_outage(ctx, lambda session: jobs.mark_cancelled(session, job_id))
         log.info("job %s cancelled while running", job_id)
+        metrics.job_finished(job.model, "cancelled", run.timings)
         return JobStatus.cancelled
     except DarkroomError as exc:
         if exc.retryable:
+            metrics.job_finished(job.model, "retried", run.timings, code=exc.code)
             return _transient(ctx, job, exc, run)
         _fail(ctx, job_id, exc.code, exc.message, run.timings)
+        metrics.job_finished(job.model, "failed", run.timings, code=exc.code)
         return JobStatus.failed
     except Exception as exc:  # a bug or an unexpected library error fails only this job
         log.exception("job %s failed unexpectedly", job_id)
         message = f"{type(exc).__name__}: {exc}"
         _fail(ctx, job_id, ErrorCode.internal_error, message, run.timings)
+        metrics.job_finished(job.model, "failed", run.timings, code=ErrorCode.internal_error)
         return JobStatus.failed
 
 

@@ -13,7 +13,7 @@ from shared import jobs
 from shared.config import Settings
 from shared.errors import RetryLater
 from shared.queue import NoDispatch
-from workers import housekeeping, maintenance
+from workers import housekeeping, maintenance, metrics
 from workers.pipeline import WorkerContext, run_job
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ def poll_once(ctx: WorkerContext, limit: int = 20) -> int:
 
 def poll_forever(settings: Settings, interval_s: float = 1.0) -> None:
     ctx = WorkerContext.build(settings)
+    metrics.serve(settings)
     # Requeued jobs are found by the poll itself; nothing needs sending.
     maintenance.start(ctx, NoDispatch())
     housekeeping.start(ctx)

@@ -26,7 +26,7 @@ import torch
 from shared.catalogue import OWN_ARCHITECTURES, ModelEntry, ModelStore
 from shared.config import Settings
 from shared.errors import ModelUnavailable
-from workers import allocator
+from workers import allocator, metrics
 from workers.acceleration import AcceleratedForward, accelerate, choose, to_device, to_numpy
 from workers.archs import ARCHITECTURES, OwnArchitecture, tile_requirements
 from workers.batching import DIRECT, DeviceRunner
@@ -410,7 +410,8 @@ class RestorerCache:
             if restorer is not None:
                 return restorer
             path = self._store.local_weights(entry)
-            restorer = load_restorer(entry, path, self._device, self._settings)
+            with metrics.MODEL_LOAD_SECONDS.labels(entry.name).time():
+                restorer = load_restorer(entry, path, self._device, self._settings)
             with self._lock:
                 self._loaded[entry.name] = restorer
                 self._loading.pop(entry.name, None)

@@ -13,7 +13,7 @@ from celery.signals import worker_process_init, worker_ready
 from shared.config import get_settings
 from shared.errors import RetryLater
 from shared.queue import RESTORE_TASK, get_celery, make_dispatcher
-from workers import housekeeping, maintenance
+from workers import housekeeping, maintenance, metrics
 from workers.pipeline import WorkerContext, run_job
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def _warm_up(**_: object) -> None:
             return
         _warmed.set()
     ctx = context()
+    metrics.serve(ctx.settings)
     maintenance.start(ctx, make_dispatcher(ctx.settings))
     housekeeping.start(ctx)
     for name in ctx.settings.preload_models:

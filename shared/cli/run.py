@@ -153,4 +153,4 @@ def _worker_per_gpu(
     command = [sys.executable, "-m", "shared.cli", "worker", "--queues", ",".join(families)]
     command += ["--pool", pool, "--concurrency", str(at_once), "--loglevel", loglevel]
     console.print(f"one worker per GPU: {', '.join(gpus)} (Ctrl-C stops them all)")
-    raise typer.Exit(code=run_per_gpu(gpus, command))
+    raise typer.Exit(code=run_per_gpu(gpus, command, metrics_port=current.worker_metrics_port))

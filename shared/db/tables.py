@@ -68,9 +68,12 @@ _status_type = Enum(
     JobStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
 )
 
-STAGES = ("download", "decode", "restore", "measure", "encode", "upload")
-TIMINGS = (*STAGES, "device")
-"""What a job's timings record: each stage's seconds, and the device seconds charged to it."""
+STAGES = ("download", "decode", "restore", "encode", "upload")
+"""A job's stages, one after the other: their seconds add up to the job's time."""
+TIMINGS = (*STAGES, "measure", "device")
+"""What a job's timings record: each stage's seconds, the seconds its quality signals and
+previews took (beside ``encode``, so not added to the stages), and the device seconds charged
+to it."""
 
 
 class Tenant(Base):

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -72,6 +73,14 @@ def test_without_nvidia_smi_all_falls_back_to_torch(
         assert resolve_gpus("all", {}) == [str(i) for i in range(torch.cuda.device_count())]
 
 
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    while True:
+        first = services.free_port()
+        if all(not services.port_open(first + i) for i in range(count)):
+            return first
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
@@ -92,7 +101,11 @@ def per_gpu(
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int]]]:
     """A supervisor running one worker per entry of ``GPUS``; yields it and {gpu: worker pid}
     once every worker answers."""
-    env = {**service_env, "DARKROOM_QUEUE_PREFIX": f"darkroom-gpus-{uuid.uuid4().hex[:6]}"}
+    env = {
+        **service_env,
+        "DARKROOM_QUEUE_PREFIX": f"darkroom-gpus-{uuid.uuid4().hex[:6]}",
+        "DARKROOM_WORKER_METRICS_PORT": str(_free_ports(len(GPUS))),
+    }
     log = tmp_path / "supervisor.log"
     proc = subprocess.Popen(
         [str(services.BIN / "darkroom"), "worker", "--gpus", ",".join(GPUS), "--queues", "mirnet"],
@@ -134,9 +147,15 @@ def test_each_worker_sees_only_its_gpu_and_all_stop_together(
 ) -> None:
     supervisor, pids = per_gpu
     assert len(set(pids.values())) == len(GPUS)
+    ports = set()
     for gpu, pid in pids.items():
         assert _environ(pid)["CUDA_VISIBLE_DEVICES"] == gpu
         assert _environ(pid)["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        port = int(_environ(pid)["DARKROOM_WORKER_METRICS_PORT"])
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert metrics.status_code == 200 and "darkroom_worker_stage_seconds" in metrics.text
+        ports.add(port)
+    assert len(ports) == len(GPUS)  # each child its own port
 
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(60) == 0  # warm shutdown of every worker
