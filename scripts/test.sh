@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up .venv, lint (ruff), check the import contracts (lint-imports) and the
-# types (mypy), make sure Redis and PostgreSQL run and Chromium is installed, run the suite. The suite starts its own S3
+# types (mypy), make sure Redis and PostgreSQL run and the test tools (Chromium, kubectl, KEDA's
+# schemas) are installed, run the suite. The suite starts its own S3
 # endpoint (moto_server) and Celery workers.
 #
 #   scripts/test.sh [pytest args]          everything
@@ -20,4 +21,5 @@ if [ ${#fast[@]} -eq 0 ]; then
   scripts/services.sh
   scripts/browser.sh
 fi
+scripts/k8s-tools.sh
 .venv/bin/python -m pytest "${fast[@]}" "$@"

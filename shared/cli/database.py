@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import typer
+import time
+from typing import Annotated
 
-from shared.cli.common import console, redact
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from shared.cli.common import console, fail, redact
 from shared.config import get_settings
 from shared.db import migrate
 
@@ -17,3 +21,32 @@ def db_upgrade(revision: str = "head") -> None:
     settings = get_settings()
     migrate.upgrade(settings.database_url, revision)
     console.print(f"database at {redact(settings.database_url)} is at revision {revision}")
+
+
+@app.command("check")
+def db_check(
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the database to be migrated.")
+    ] = 0,
+) -> None:
+    """Exit 0 once DARKROOM_DATABASE_URL is at this code's newest migration, else 1.
+
+    Pods of the API and the workers run it first (an init container), so they start only once
+    the migration Job has finished; with --wait it keeps asking, through a database that is not
+    up yet, for that many seconds.
+    """
+    settings = get_settings()
+    head = migrate.head_revision()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            current: str | None = migrate.current_revision(settings.database_url)
+            problem = f"at revision {current}, not {head}: run `darkroom db upgrade`"
+        except SQLAlchemyError as exc:
+            current, problem = None, f"unreachable: {exc.__class__.__name__}"
+        if current == head:
+            console.print(f"database at {redact(settings.database_url)} is at revision {head}")
+            return
+        if time.monotonic() >= deadline:
+            raise fail(f"database at {redact(settings.database_url)} is {problem}")
+        time.sleep(2.0)
