@@ -102,6 +102,7 @@ def local_stack(broker_url: str, model_dir: Path | None, **env: str) -> Iterator
             )
             yield Stack(base, s3, workdir)
         finally:
+            endpoint.close()
             services.stop(moto)
 
 

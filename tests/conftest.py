@@ -39,6 +39,7 @@ from shared.config import Settings
 from shared.db.migrate import upgrade
 from shared.db.tables import FINISHED, JobStatus
 from tests import services
+from tests.s3_auth import S3Endpoint
 
 # Concurrent local runs (several developers or agents on one machine) pick different numbers.
 REDIS_DB = int(os.environ.get("DARKROOM_TEST_REDIS_DB", "11"))
@@ -144,9 +145,11 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(tmp_session: Path) -> Iterator[str]:
+def s3_endpoint(tmp_session: Path) -> Iterator[S3Endpoint]:
+    """moto checking signatures, with the key the suite uses (``tests.s3_auth``)."""
     proc, endpoint = services.start_moto(tmp_session / "moto.log")
     yield endpoint
+    endpoint.close()
     services.stop(proc)
 
 
@@ -170,7 +173,7 @@ def model_dir(tmp_session: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def service_env(
-    postgres_url: str, redis_url: str, s3_endpoint: str, model_dir: Path, tmp_session: Path
+    postgres_url: str, redis_url: str, s3_endpoint: S3Endpoint, model_dir: Path, tmp_session: Path
 ) -> dict[str, str]:
     env = {
         **services.darkroom_env(
@@ -202,11 +205,8 @@ def settings(service_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def s3(settings: Settings):  # type: ignore[no-untyped-def]
-    assert settings.s3_endpoint_url is not None
-    return services.s3_client(
-        settings.s3_endpoint_url, [settings.input_bucket, settings.output_bucket]
-    )
+def s3(settings: Settings, s3_endpoint: S3Endpoint):  # type: ignore[no-untyped-def]
+    return services.s3_client(s3_endpoint, [settings.input_bucket, settings.output_bucket])
 
 
 @pytest.fixture(scope="session")

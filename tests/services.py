@@ -20,6 +20,9 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, make_url, text
 
+from tests import s3_auth
+from tests.s3_auth import S3Endpoint
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,12 +34,10 @@ PG_ADMIN_URL = os.environ.get(
 on the same server."""
 REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 """The machine's Redis, without a database number (the session picks one)."""
-S3_KEY = "testing"
-"""Access key and secret for the moto endpoint (moto accepts any)."""
 
 
 def darkroom_env(
-    home: Path, database_url: str, broker_url: str, s3_endpoint: str, queue_prefix: str
+    home: Path, database_url: str, broker_url: str, s3: S3Endpoint, queue_prefix: str
 ) -> dict[str, str]:
     """The settings that point Darkroom, and the workers started with them, at one set of real
     services: a database, a broker under a fresh queue prefix, the S3 endpoint with fresh
@@ -49,25 +50,26 @@ def darkroom_env(
         "DARKROOM_BROKER_URL": broker_url,
         "DARKROOM_QUEUE_PREFIX": f"{queue_prefix}-{suffix}",
         "DARKROOM_STORAGE_BACKEND": "s3",
-        "DARKROOM_S3_ENDPOINT_URL": s3_endpoint,
-        "DARKROOM_S3_ACCESS_KEY_ID": S3_KEY,
-        "DARKROOM_S3_SECRET_ACCESS_KEY": S3_KEY,
+        "DARKROOM_S3_ENDPOINT_URL": s3.url,
+        # Presigned URLs are made for the proxy that checks their signatures (tests.s3_auth).
+        "DARKROOM_S3_PUBLIC_ENDPOINT_URL": s3.public_url,
+        "DARKROOM_S3_ACCESS_KEY_ID": s3.key,
+        "DARKROOM_S3_SECRET_ACCESS_KEY": s3.secret,
         "DARKROOM_INPUT_BUCKET": f"in-{suffix}",
         "DARKROOM_OUTPUT_BUCKET": f"out-{suffix}",
     }
 
 
-def s3_client(endpoint: str, buckets: Sequence[str] = ()):  # type: ignore[no-untyped-def]
-    """A boto3 client on the moto ``endpoint`` with :data:`S3_KEY`, after creating
-    ``buckets``."""
+def s3_client(s3: S3Endpoint, buckets: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+    """A boto3 client on moto with the test key, after creating ``buckets``."""
     import boto3
 
     client = boto3.client(
         "s3",
-        endpoint_url=endpoint,
+        endpoint_url=s3.url,
         region_name="us-east-1",
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_KEY,
+        aws_access_key_id=s3.key,
+        aws_secret_access_key=s3.secret,
     )
     for bucket in buckets:
         client.create_bucket(Bucket=bucket)
@@ -140,15 +142,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], S3Endpoint]:
+    """``moto_server`` checking every request's signature, an IAM key allowed to use S3, and
+    the proxy that checks presigned URLs (see :mod:`tests.s3_auth`). Close the endpoint and
+    stop the process when done."""
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(s3_auth.UNAUTHENTICATED_CALLS)},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     wait_until(lambda: port_open(port), 30, message="moto_server to listen")
-    return proc, f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    key, secret = s3_auth.grant_access(url)
+    return proc, S3Endpoint(url, key, secret, s3_auth.PresignProxy(url, key, secret))
 
 
 def start_redis(port: int, log: Path) -> subprocess.Popen[bytes]:
