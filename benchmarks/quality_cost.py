@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.embedded import embedded_home
 from benchmarks.stack import jpeg
 
 
@@ -38,11 +39,8 @@ def main() -> None:
 
     from shared import jobs
     from shared.catalogue import ModelStore
-    from shared.config import Settings
     from shared.db.engine import session_factory
-    from shared.db.migrate import upgrade_embedded
     from shared.queue.dispatch import NoDispatch
-    from shared.storage import make_storage
     from workers import quality
     from workers.decoding import decode
     from workers.encoding import encode
@@ -51,11 +49,7 @@ def main() -> None:
     console = Console()
     photo = jpeg(args.width, args.height)
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home))
-        upgrade_embedded(settings.database_url)
-        storage = make_storage(settings)
-        for bucket in (settings.input_bucket, settings.output_bucket):
-            storage.ensure_bucket(bucket)
+        settings, storage = embedded_home(Path(home))
         storage.put(settings.input_bucket, "cost/photo.jpg", photo)
         sessions = session_factory(settings.database_url)
         with sessions() as session:

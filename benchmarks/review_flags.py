@@ -47,6 +47,7 @@ from PIL import Image, ImageFilter
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.embedded import embedded_home
 from shared.config import Settings
 from shared.review import RULES, check, resolve_thresholds
 
@@ -133,16 +134,10 @@ def run_batch(photos: list[Photo], model: str, home: Path) -> list[dict[str, obj
     from shared import jobs
     from shared.catalogue import ModelStore
     from shared.db.engine import session_factory
-    from shared.db.migrate import upgrade_embedded
     from shared.queue.dispatch import NoDispatch
-    from shared.storage import make_storage
     from workers.pipeline import WorkerContext, run_inline
 
-    settings = Settings(home=home)
-    upgrade_embedded(settings.database_url)
-    storage = make_storage(settings)
-    for bucket in (settings.input_bucket, settings.output_bucket):
-        storage.ensure_bucket(bucket)
+    settings, storage = embedded_home(home)
     labels = {}
     for photo in photos:
         key = f"flags/{photo.name}.png"
@@ -190,16 +185,27 @@ def flags_of(rows: list[dict[str, object]], thresholds: dict[str, float | None])
     return flags
 
 
-def table(rows: list[dict[str, object]], flags: list[set[str]], title: str) -> Table:
-    out = Table("rule", "flagged", "true flags", "missed", "false flags", title=title)
+def rule_counts(
+    rows: list[dict[str, object]], flags: list[set[str]]
+) -> dict[str, tuple[int, int, int | None, int]]:
+    """Per rule: (flagged, true flags, missed, false flags); missed is None for a rule no
+    made-to-fail kind is meant for."""
+    counts = {}
     for name in RULES:
         meant = {kind for kind, rules in KINDS.items() if name in rules}
         fired = [row for row, f in zip(rows, flags, strict=True) if name in f]
         true = sum(1 for row in fired if row["kind"] in meant)
         targets = [f for row, f in zip(rows, flags, strict=True) if row["kind"] in meant]
-        missed = sum(1 for f in targets if name not in f)
+        missed = sum(1 for f in targets if name not in f) if meant else None
         false = sum(1 for row in fired if row["kind"] == "ordinary")
-        out.add_row(name, str(len(fired)), str(true), str(missed) if meant else "-", str(false))
+        counts[name] = (len(fired), true, missed, false)
+    return counts
+
+
+def table(rows: list[dict[str, object]], flags: list[set[str]], title: str) -> Table:
+    out = Table("rule", "flagged", "true flags", "missed", "false flags", title=title)
+    for name, (fired, true, missed, false) in rule_counts(rows, flags).items():
+        out.add_row(name, str(fired), str(true), "-" if missed is None else str(missed), str(false))
     return out
 
 
