@@ -26,8 +26,6 @@ PREVIEW_SIDE = 512
 """Long side of the copies measured and of the previews stored (JPEG)."""
 PREVIEW_QUALITY = 82
 
-RGB = range(3)
-
 BLACK_LEVEL = 0.02
 """Luma at or below this counts as near-black (about 5 of 255)."""
 

@@ -96,8 +96,8 @@ def read_preview(
     """A job's 512-px JPEG of its input (``before``) or result (``after``), for pages that
     cannot reach the object store (the embedded mode); API clients get presigned URLs."""
     job = reviewer.job(session, job_id)
-    key = job.before_preview_key if side == "before" else job.after_preview_key
-    if key is None or job.result_expired_at is not None:
+    key = job.preview_key(side)
+    if key is None:
         raise NotFound(f"job {job_id} has no {side} preview")
     data = storage.get(settings.output_bucket, key)
     return Response(

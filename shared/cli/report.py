@@ -19,7 +19,7 @@ from shared.catalogue import ModelStore
 from shared.cli.common import console, fail, load_settings
 from shared.db.engine import session_factory
 from shared.db.tables import Job
-from shared.errors import DarkroomError, StorageError
+from shared.errors import DarkroomError
 from shared.storage import make_storage
 
 
@@ -42,12 +42,12 @@ def report(
         raise fail(f"{batch!r} is not a batch id") from None
 
     def inline(job: Job, side: str) -> str | None:
-        key = job.before_preview_key if side == "before" else job.after_preview_key
-        if key is None or job.result_expired_at is not None:
+        key = job.preview_key(side)
+        if key is None:
             return None
         try:
             data = storage.get(settings.output_bucket, key)
-        except (StorageError, DarkroomError):
+        except DarkroomError:
             return None  # a preview gone missing shows as "no preview", not a broken file
         return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 

@@ -249,6 +249,13 @@ class Job(Base):
     after_preview_key: Mapped[str | None] = mapped_column(String(1024))
     """512-px JPEGs of the input and the result, in the output bucket beside the result."""
 
+    def preview_key(self, side: str) -> str | None:
+        """The key of the ``before`` or ``after`` preview, while the result is kept (retention
+        deletes the previews with it)."""
+        if self.result_expired_at is not None:
+            return None
+        return self.before_preview_key if side == "before" else self.after_preview_key
+
     @property
     def timings(self) -> dict[str, float | None]:
         return {name: getattr(self, f"{name}_s") for name in TIMINGS}

@@ -80,6 +80,13 @@ def review_counts(session: Session, batch_id: uuid.UUID) -> ReviewCounts:
     return ReviewCounts(flagged=flagged, pending=pending, decisions=decisions, rules=ordered)
 
 
+def _tripped(rule: str) -> ColumnElement[bool]:
+    """Jobs that tripped ``rule``; an unknown name is the caller's mistake to hear about."""
+    if rule not in RULES:
+        raise InvalidRequest(f"unknown review rule {rule!r} (rules: {', '.join(RULES)})")
+    return Job.flags.like(f"%,{rule},%")
+
+
 def review_queue(
     session: Session,
     batch_id: uuid.UUID,
@@ -90,8 +97,6 @@ def review_queue(
     limit: int = 50,
 ) -> tuple[list[Job], str | None]:
     """A batch's flagged jobs, oldest first, keyset-paginated on (created_at, id)."""
-    if rule is not None and rule not in RULES:
-        raise InvalidRequest(f"unknown review rule {rule!r} (rules: {', '.join(RULES)})")
     query = (
         select(Job)
         .where(Job.batch_id == batch_id, Job.flagged)
@@ -103,7 +108,7 @@ def review_queue(
     elif which == "decided":
         query = query.where(Job.review_decision.is_not(None))
     if rule is not None:
-        query = query.where(Job.flags.like(f"%,{rule},%"))
+        query = query.where(_tripped(rule))
     if cursor:
         created, job_id = repository.decode_cursor(cursor)
         query = query.where(
@@ -205,9 +210,7 @@ def report_jobs(
     the rest, each group by input key."""
     conditions: list[ColumnElement[bool]] = [Job.batch_id == batch_id]
     if rule is not None:
-        if rule not in RULES:
-            raise InvalidRequest(f"unknown review rule {rule!r} (rules: {', '.join(RULES)})")
-        conditions.append(Job.flags.like(f"%,{rule},%"))
+        conditions.append(_tripped(rule))
     if show == "flagged":
         conditions.append(Job.flagged.is_(True))
     elif show == "pending":

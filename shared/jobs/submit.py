@@ -263,11 +263,10 @@ def result_link(settings: Settings, storage: Storage, job: Job) -> ResultLink | 
 
 def preview_links(settings: Settings, storage: Storage, job: Job) -> tuple[str, str] | None:
     """Presigned URLs of a job's before and after previews, while its result is kept."""
-    if job.before_preview_key is None or job.after_preview_key is None:
-        return None
-    if job.output_bucket is None or job.result_expired_at is not None:
+    before, after = job.preview_key("before"), job.preview_key("after")
+    if before is None or after is None or job.output_bucket is None:
         return None
     return (
-        storage.presign_get(job.output_bucket, job.before_preview_key, settings.presign_expiry_s),
-        storage.presign_get(job.output_bucket, job.after_preview_key, settings.presign_expiry_s),
+        storage.presign_get(job.output_bucket, before, settings.presign_expiry_s),
+        storage.presign_get(job.output_bucket, after, settings.presign_expiry_s),
     )
