@@ -1,6 +1,7 @@
 """The one place an error becomes an HTTP response: Darkroom's typed errors by their own
-status and code, Starlette's and pydantic's in the same ``{code, message}`` shape, and anything
-else as ``internal_error`` (logged with the request id, which the answer carries too)."""
+status and code, Starlette's and pydantic's in the same ``{code, message}`` shape and with the
+status of the same code (one status per code: the README's table), and anything else as
+``internal_error`` (logged with the request id, which the answer carries too)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from api.schemas import ErrorBody
-from shared.errors import DarkroomError, ErrorCode, RateLimited, StorageError, Unauthenticated
+from shared.errors import (
+    DarkroomError,
+    ErrorCode,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    StorageError,
+    Unauthenticated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +34,13 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 # What any /v1 operation may answer besides success, all with the same {code, message} body.
 _DESCRIPTIONS = {
-    400: "Invalid request (a rule the schema cannot express, a malformed body)",
     401: "Missing, unknown or revoked API key",
     403: "Input outside the allowed buckets or the tenant's prefix",
     404: "No such job or batch for this tenant",
     409: "Conflict with the job's state",
     413: "Upload too large",
-    422: "Invalid fields, unknown model or options",
+    422: "Invalid request (fields, options, a rule the schema cannot express, a malformed "
+    "body), unknown model",
     429: "Over the tenant's rate or quota; see Retry-After",
     500: "A fault of Darkroom's own (internal_error), logged with the request id",
     503: "A dependency is down, or the model's weights are not installed",
@@ -50,11 +60,14 @@ JSON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """The same, for routes whose own answer is not JSON (a page, an image): their errors are."""
 
-_STARLETTE_CODES = {
-    400: ErrorCode.invalid_request,
-    404: ErrorCode.not_found,
-    405: ErrorCode.method_not_allowed,
+_STARLETTE_ERRORS: dict[int, type[DarkroomError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
 }
+"""Starlette's errors that are one of ours: answered with our class's code *and* status, so
+a code never comes with two statuses (Starlette's 400 for a body it cannot parse is our 422
+``invalid_request``, like every other invalid request)."""
 
 
 def install(app: FastAPI) -> None:
@@ -104,9 +117,11 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         headers["Allow"] = ", ".join(sorted(_methods_for(request)))
-    code = _STARLETTE_CODES.get(exc.status_code, ErrorCode.http_error)
+    ours = _STARLETTE_ERRORS.get(exc.status_code)
+    code = ours.code if ours else ErrorCode.http_error
+    status_code = ours.http_status if ours else exc.status_code
     return JSONResponse(
-        status_code=exc.status_code, content=_body(code, str(exc.detail)), headers=headers
+        status_code=status_code, content=_body(code, str(exc.detail)), headers=headers
     )
 
 
@@ -117,8 +132,8 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     ]
     summary = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
     return JSONResponse(
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        content=_body(ErrorCode.invalid_request, summary, details=details),
+        status_code=InvalidRequest.http_status,
+        content=_body(InvalidRequest.code, summary, details=details),
     )
 
 

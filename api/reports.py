@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from shared.db.tables import Job, JobStatus
+from shared.db.tables import Job, JobStatus, ReviewDecision
 from shared.jobs import BatchSummary, ReviewCounts
 from shared.review import RULES
 
@@ -31,6 +31,11 @@ SHOWS = (
 """The report's "show" filter: (value, label)."""
 
 _UNDONE = (JobStatus.failed, JobStatus.cancelled)
+
+_SAME_AGAIN = frozenset({"invalid_image"})
+"""Failures a redo would meet again whatever its model or options: the input itself is not a
+photo Darkroom can read. The page offers no redo there (the API still takes one, for an
+operator who has since raised ``DARKROOM_MAX_PIXELS``, say)."""
 
 PreviewSource = Callable[[Job, str], str | None]
 """Where a job's ``before`` or ``after`` preview comes from: a URL, or an inlined data URI."""
@@ -57,6 +62,8 @@ def _card(
     before = previews(job, "before") if job.before_preview_key else None
     after = previews(job, "after") if job.after_preview_key else None
     reasons = job.review_reasons or []
+    # What the review endpoint would take: a redo is final, so a redone job takes nothing more.
+    final = job.review_decision == ReviewDecision.redo
     return {
         "id": str(job.id),
         # The photo's path under the batch's prefix: what its owner calls it in the archive.
@@ -72,6 +79,14 @@ def _card(
         "after": after if before and after else None,
         "redo_of": str(job.redo_of) if job.redo_of else None,
         "redone_by": str(redone_by[job.id]) if job.id in redone_by else None,
+        "can_decide": job.status == JobStatus.succeeded and not final,
+        "can_redo": (
+            not final
+            and (
+                job.status == JobStatus.succeeded
+                or (job.status == JobStatus.failed and job.error_code not in _SAME_AGAIN)
+            )
+        ),
     }
 
 
@@ -117,6 +132,7 @@ def render_report(
                 "accepted": review.decisions.get("accepted", 0),
                 "rejected": review.decisions.get("rejected", 0),
                 "redo": review.decisions.get("redo", 0),
+                "unflagged": sum(review.unflagged.values()),
             },
             rules=[
                 {"name": name, "title": rule.title, "count": review.rules.get(name, 0)}

@@ -125,7 +125,13 @@ class JobOut(BaseModel):
     result: Result | None
     quality: dict[str, Any] | None = Field(
         description="Signals measured on 512-px copies of the input and the result: mean_luma, "
-        "black_share, clipped_share, noise, relative_noise, sharpness, cast (docs/review.md)."
+        "black_share, clipped_share, noise, relative_noise, sharpness, cast (docs/review.md). "
+        "Null on a succeeded job whose measuring failed (``measure_error`` says why)."
+    )
+    measure_error: str | None = Field(
+        default=None,
+        description="Why a succeeded job has no quality signals or previews: measuring is "
+        "best-effort and never fails a restoration; no review rule reads missing figures.",
     )
     review: Review
     previews: Previews | None
@@ -176,6 +182,7 @@ class JobOut(BaseModel):
             last_error=last_error,
             result=result,
             quality=job.quality,
+            measure_error=job.measure_error,
             review=Review.from_job(job),
             previews=previews,
         )
@@ -208,12 +215,19 @@ class BatchCreate(BaseModel):
 
 
 class ReviewCountsOut(BaseModel):
-    flagged: int = Field(description="Jobs a review rule flagged.")
+    flagged: int = Field(
+        description="Jobs a review rule flagged: pending + accepted + rejected + redo."
+    )
     pending: int = Field(description="Flagged jobs nobody has decided on yet.")
-    accepted: int
-    rejected: int
-    redo: int
+    accepted: int = Field(description="Flagged jobs accepted.")
+    rejected: int = Field(description="Flagged jobs rejected.")
+    redo: int = Field(description="Flagged jobs sent to redo.")
     rules: dict[str, int] = Field(description="Flagged jobs per rule.")
+    unflagged: dict[str, int] = Field(
+        default_factory=dict,
+        description="Decisions on jobs no rule flagged (a person who looked anyway, a failed "
+        "job redone), by decision: not part of the queue (docs/review.md).",
+    )
 
     @classmethod
     def from_counts(cls, counts: ReviewCounts) -> ReviewCountsOut:
@@ -224,6 +238,7 @@ class ReviewCountsOut(BaseModel):
             rejected=counts.decisions.get("rejected", 0),
             redo=counts.decisions.get("redo", 0),
             rules=counts.rules,
+            unflagged=counts.unflagged,
         )
 
 
@@ -232,7 +247,10 @@ class ReviewCreate(BaseModel):
 
     decision: ReviewDecision
     model: str | None = Field(
-        default=None, max_length=255, description="For 'redo': the model to run instead."
+        default=None,
+        min_length=1,  # "" is a mistake to hear about, not a silent redo with the old model
+        max_length=255,
+        description="For 'redo': the model to run instead; the old job's if left out.",
     )
     options: JobOptions | None = Field(
         default=None, description="For 'redo': options replacing the old job's, one by one."
@@ -254,7 +272,10 @@ class BatchOut(BaseModel):
     total: int
     done: int
     counts: dict[str, int]
-    throughput_per_s: float | None = Field(description="Finished jobs per second so far.")
+    throughput_per_s: float | None = Field(
+        description="Finished jobs per second over the batch's original run (redos excluded, "
+        "so a redo decided days later does not stretch it)."
+    )
     eta_s: float | None = Field(description="Seconds until every job is finished, estimated.")
     started_at: datetime | None
     finished_at: datetime | None

@@ -8,11 +8,20 @@ production override them.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path(".darkroom")
@@ -25,6 +34,23 @@ Acceleration = Literal["eager", "channels_last", "compile", "compile+channels_la
 and inputs, compiled by ``torch.compile`` for its tile shape, or both. A setting's value type,
 so it lives here; catalogue entries name one too."""
 ACCELERATIONS: tuple[Acceleration, ...] = get_args(Acceleration)
+
+
+def review_threshold(rule: str, value: float) -> float:
+    """``value`` as a review rule's threshold; ``ValueError`` with a sentence for a person if
+    it is not a finite number.
+
+    Every threshold passes here, wherever it comes from (the server's settings, a tenant's, a
+    batch's or a job's option ``review``, a redo's): ``NaN`` compares false with everything, so
+    its rule would silently never trip, and PostgreSQL's ``json`` refuses ``NaN`` and the
+    infinities (``1e400`` parses as one), so storing one would fail as a server error."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"review rule {rule!r} takes a finite number as threshold, not {number}")
+    return number
 
 
 class ReviewThresholds(BaseModel):
@@ -61,6 +87,11 @@ class ReviewThresholds(BaseModel):
         if isinstance(value, str) and value.strip().lower() in ("", "off", "false", "none"):
             return None
         return value
+
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return None if value is None else review_threshold(info.field_name or "?", value)
 
 
 class Settings(BaseSettings):
@@ -173,8 +204,8 @@ class Settings(BaseSettings):
     stale_after_s: float = 120.0
     """A running job with no heartbeat for this long has lost its worker and is requeued."""
     maintenance_interval_s: float = 30.0
-    """How often the elected worker (one per queue prefix, ``workers.maintenance``) looks for
-    such jobs, and for queued jobs the broker lost."""
+    """How often the elected process (one per queue prefix, ``workers.maintenance``: a worker or
+    ``darkroom maintenance``) looks for such jobs, and for queued jobs the broker lost."""
     reconcile_after_s: float = 60.0
     """A job queued this long whose message is not in Redis is sent again."""
     retry_backoff_s: float = 2.0
@@ -208,7 +239,7 @@ class Settings(BaseSettings):
     result_retention_days: int = 0
     """Results (and uploaded inputs) older than this are deleted by the cleanup; 0 keeps them."""
     cleanup_interval_s: float = 3600.0
-    """How often workers run the retention cleanup."""
+    """How often workers and ``darkroom maintenance`` run the retention cleanup."""
     review: ReviewThresholds = Field(default_factory=ReviewThresholds)
     """When a finished job is flagged for a person (see :class:`ReviewThresholds`)."""
     report_link_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)

@@ -1,7 +1,8 @@
 """Every stable error code Darkroom reports, and the one exception tree that carries them.
 
     DarkroomError                 base: code (an ErrorCode), HTTP status, retryable
-    ├── InvalidRequest            400  a request the schemas could not catch (bad cursor, options)
+    ├── InvalidRequest            422  a request the schemas could not catch (bad cursor, options);
+    │   │                              the API answers its own schema errors with the same status
     │   └── InvalidWebhook             a webhook target Darkroom must not call, or no secret
     ├── Unauthenticated           401  no API key, or an unknown or revoked one
     ├── NotFound                  404
@@ -31,9 +32,10 @@
 
 Third-party errors become these once, where Darkroom meets the library: boto3's in
 ``shared.storage.s3``, the database's in ``shared.db.engine``. The API maps the tree to
-responses in ``api.app`` (one handler, plus a catch-all for anything else); the worker maps it to
-job states in ``workers.pipeline``: retryable errors are retried with backoff, the others fail
-only their own job with ``code`` and ``message`` recorded.
+responses in ``api.errors`` (one handler, plus a catch-all for anything else), each code with
+one status (the README's table); the worker maps it to job states in ``workers.pipeline``:
+retryable errors are retried with backoff, the others fail only their own job with ``code``
+and ``message`` recorded.
 """
 
 from __future__ import annotations
@@ -88,8 +90,11 @@ class DarkroomError(Exception):
 
 
 class InvalidRequest(DarkroomError):
+    """422 like a schema error, which has the same code: a client branching on the status
+    must not care whether a schema or a check after it found the mistake."""
+
     code = ErrorCode.invalid_request
-    http_status = 400
+    http_status = 422
 
 
 class InvalidWebhook(InvalidRequest):

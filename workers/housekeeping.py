@@ -1,20 +1,42 @@
 """Work a worker does besides restoring, in a thread of its own so it never waits on a job
-(and a job never waits on it): webhook deliveries, finishing batches, retention cleanup."""
+(and a job never waits on it): webhook deliveries, finishing batches, retention cleanup.
+
+``darkroom maintenance`` runs the same thread (``workers.maintenance.serve``), so this work goes
+on while every worker is scaled to zero. Each step is safe to run in many processes at once, so
+it needs no election; nothing here imports the model code.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs, webhooks
+from shared.config import Settings
 from shared.jobs import retention
-from workers.pipeline import WorkerContext
+from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 
 
-def run_once(ctx: WorkerContext, *, sweep: bool, cleanup: bool) -> None:
+class Chores(Protocol):
+    """What housekeeping uses of a process: settings, the database and the object store."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+
+def run_once(ctx: Chores, *, sweep: bool, cleanup: bool) -> None:
     webhooks.deliver_due(ctx.sessions, ctx.settings)
     if sweep:
         with ctx.sessions.begin() as session:
@@ -24,7 +46,7 @@ def run_once(ctx: WorkerContext, *, sweep: bool, cleanup: bool) -> None:
             pass
 
 
-def start(ctx: WorkerContext) -> threading.Event:
+def start(ctx: Chores) -> threading.Event:
     """Run until the returned event is set."""
     stop = threading.Event()
     settings = ctx.settings

@@ -11,6 +11,13 @@ Only one worker per deployment (queue prefix) reaps and reconciles at a time: it
 advisory lock (``shared.db.locks``), and when it dies the next worker to ask takes over at its
 next pass. A hundred workers each scanning the jobs table every half minute would load the
 database for nothing, and race each other to send the same jobs.
+
+Workers scaled to zero (KEDA) run no thread at all, and a job whose message was lost is then
+the one job nothing would ever start a worker for. So ``darkroom maintenance`` (:func:`serve`)
+runs the same passes, with webhooks and retention (``workers.housekeeping``), in a process of
+its own that stays up whatever the queues hold. It is in the same election as the workers.
+Nothing here imports the model code (``workers.pipeline``, torch): that process runs in a small
+pod on the API's image.
 """
 
 from __future__ import annotations
@@ -19,21 +26,71 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from redis.exceptions import RedisError
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared import jobs
+from shared.catalogue import ModelStore
 from shared.config import Settings
+from shared.db.engine import session_factory
 from shared.db.locks import AdvisoryLock
 from shared.errors import DarkroomError
-from shared.queue import Dispatcher, job_ids_in_broker
-from workers.pipeline import WorkerContext
+from shared.queue import Dispatcher, job_ids_in_broker, make_dispatcher
+from shared.storage import Storage, make_storage
+from workers import housekeeping
 
 log = logging.getLogger(__name__)
 
 
+class Services(Protocol):
+    """What looking after jobs uses of a process: the database and the catalogue (which queue a
+    model's jobs go to), never a model. A worker's context has these, and so does
+    :class:`Upkeep`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def models(self) -> ModelStore: ...
+
+
+class Running(Services, Protocol):
+    """A process that runs jobs, whose heartbeats say it is alive."""
+
+    @property
+    def running(self) -> Iterable[uuid.UUID]: ...
+
+
+@dataclass(frozen=True)
+class Upkeep:
+    """What ``darkroom maintenance`` builds once: a worker's context with no loaded model and
+    no device."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    storage: Storage
+    models: ModelStore
+
+    @classmethod
+    def build(cls, settings: Settings) -> Upkeep:
+        storage = make_storage(settings)
+        return cls(
+            settings=settings,
+            sessions=session_factory(settings.database_url),
+            storage=storage,
+            models=ModelStore(settings, storage),
+        )
+
+
 def _families(
-    ctx: WorkerContext, jobs_and_models: list[tuple[uuid.UUID, str]]
+    ctx: Services, jobs_and_models: list[tuple[uuid.UUID, str]]
 ) -> list[tuple[uuid.UUID, str]]:
     """(job id, queue family) to send; a job whose model was removed meanwhile fails."""
     items = []
@@ -46,7 +103,7 @@ def _families(
     return items
 
 
-def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
+def reap_once(ctx: Services, dispatcher: Dispatcher) -> int:
     """Requeue (and re-send) jobs whose worker stopped; returns how many were requeued."""
     settings = ctx.settings
     with ctx.sessions.begin() as session:
@@ -60,7 +117,7 @@ def reap_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
     return len(items)
 
 
-def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
+def reconcile_once(ctx: Services, dispatcher: Dispatcher) -> int:
     """Re-send queued jobs whose message the broker lost (a restarted or flushed Redis).
 
     Only jobs queued for ``reconcile_after_s`` count, so a job committed a moment ago whose
@@ -92,7 +149,7 @@ def reconcile_once(ctx: WorkerContext, dispatcher: Dispatcher) -> int:
     return len(missing)
 
 
-def beat_once(ctx: WorkerContext) -> None:
+def beat_once(ctx: Running) -> None:
     """Mark this process's running jobs alive."""
     with ctx.sessions.begin() as session:
         jobs.heartbeat(session, set(ctx.running))
@@ -103,7 +160,7 @@ def election(settings: Settings) -> AdvisoryLock:
     return AdvisoryLock(settings.database_url, f"darkroom-maintenance:{settings.queue_prefix}")
 
 
-def look_after_others(ctx: WorkerContext, dispatcher: Dispatcher, lock: AdvisoryLock) -> bool:
+def look_after_others(ctx: Services, dispatcher: Dispatcher, lock: AdvisoryLock) -> bool:
     """Reap and reconcile if this worker holds ``lock``; returns whether it did."""
     if not lock.held():
         return False
@@ -112,7 +169,7 @@ def look_after_others(ctx: WorkerContext, dispatcher: Dispatcher, lock: Advisory
     return True
 
 
-def start(ctx: WorkerContext, dispatcher: Dispatcher) -> threading.Event:
+def start(ctx: Running, dispatcher: Dispatcher) -> threading.Event:
     """Send heartbeats every ``heartbeat_interval_s`` and, if elected, reap every
     ``maintenance_interval_s``, in a thread of its own: a forward pass that takes minutes must
     not look like a dead worker. Set the returned event to stop (it gives up the election)."""
@@ -134,3 +191,26 @@ def start(ctx: WorkerContext, dispatcher: Dispatcher) -> threading.Event:
 
     threading.Thread(target=loop, name="darkroom-maintenance", daemon=True).start()
     return stop
+
+
+def serve(settings: Settings, stop: threading.Event) -> None:
+    """``darkroom maintenance``: until ``stop`` is set, reap and reconcile every
+    ``maintenance_interval_s`` while elected (asking again at each pass while another process
+    holds the lock), and deliver webhooks, finish batches and expire results in
+    ``workers.housekeeping``'s thread. The first pass runs at once: a process that has just
+    started (a pod rescheduled) may be the only one left."""
+    ctx = Upkeep.build(settings)
+    dispatcher = make_dispatcher(settings)
+    lock = election(settings)
+    chores = housekeeping.start(ctx)
+    try:
+        while True:
+            try:
+                look_after_others(ctx, dispatcher, lock)
+            except Exception:  # an outage must not end the process; the next pass retries
+                log.exception("maintenance pass failed")
+            if stop.wait(settings.maintenance_interval_s):
+                break
+    finally:
+        chores.set()
+        lock.release()

@@ -39,6 +39,12 @@ FAILURES = Counter(
     "Failed attempts by error code: final failures and retried ones alike.",
     ["model", "code"],
 )
+MEASURE_FAILURES = Counter(
+    "darkroom_worker_measure_failures_total",
+    "Succeeded jobs whose quality signals or previews could not be made or stored (the "
+    "restoration is kept; the job records measure_error), by model and exception type.",
+    ["model", "error"],
+)
 MODEL_LOAD_SECONDS = Histogram(
     "darkroom_worker_model_load_seconds",
     "Seconds to load a model (weights read, built, moved to the device, warmed up).",

@@ -158,6 +158,8 @@ class _Run:
         self.ctx = ctx
         self.job = job
         self.timings: dict[str, float] = {}
+        self.measure_error: str | None = None
+        """Why this job's quality signals or previews are missing (see ``_side_measure``)."""
         self.megapixels: float | None = None
         self.started = time.monotonic()
         self.last_report = self.started  # the claim just wrote the job
@@ -221,6 +223,37 @@ class _Run:
             return loaded
         return runner.alone(lambda: cache.get(entry), charged=False)
 
+    def _side_measure(self, what: str, make: Callable[[], _T]) -> _T | None:
+        """A quality signal or a preview is a side measure: when making or storing one fails
+        (a missing optional library, a photo the measures choke on, a store that refuses the
+        small files), the restoration already made is kept and the job succeeds without it.
+        The reason is recorded with the job (``measure_error``), logged with the job's id and
+        counted, so a broken measure is seen without costing anyone a photo."""
+        try:
+            return make()
+        except (JobCancelled, TimeLimitExceeded):
+            raise
+        except Exception as exc:  # best-effort: whatever a side measure raised
+            if isinstance(exc, DarkroomError):
+                reason = exc.message
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            self.measure_error = f"{what}: {reason}"
+            log.warning("job %s: %s", self.job.id, self.measure_error, exc_info=True)
+            metrics.MEASURE_FAILURES.labels(self.job.model, type(exc).__name__).inc()
+            return None
+
+    def _store_previews(self, measured: quality.Measured) -> tuple[str, str]:
+        job, ctx = self.job, self.ctx
+        bucket = ctx.settings.output_bucket
+        previews = (
+            preview_key(job.tenant_id, job.id, "before"),
+            preview_key(job.tenant_id, job.id, "after"),
+        )
+        ctx.storage.put(bucket, previews[0], measured.before_preview, "image/jpeg")
+        ctx.storage.put(bucket, previews[1], measured.after_preview, "image/jpeg")
+        return previews
+
     def execute(self) -> bool:
         """Run every stage; False when the job was taken from this worker meanwhile (the
         reaper requeued it and another delivery finished it first)."""
@@ -266,31 +299,37 @@ class _Run:
                 fmt=options.get("output_format"),
                 jpeg_quality=options.get("jpeg_quality", ctx.settings.default_jpeg_quality),
             )
-            measured, self.timings["measure"] = measuring.result()
+            timed = self._side_measure("quality signals and previews not made", measuring.result)
+        measured = None
+        if timed is not None:
+            measured, self.timings["measure"] = timed
         key = output_key(job, encoded.extension)
         bucket = ctx.settings.output_bucket
-        previews = (
-            preview_key(job.tenant_id, job.id, "before"),
-            preview_key(job.tenant_id, job.id, "after"),
-        )
         with self.stage("upload"):
             ctx.storage.put(bucket, key, encoded.data, encoded.content_type)
-            ctx.storage.put(bucket, previews[0], measured.before_preview, "image/jpeg")
-            ctx.storage.put(bucket, previews[1], measured.after_preview, "image/jpeg")
+            previews = None
+            if measured is not None:
+                made = measured  # for the closure: mypy keeps the narrowing
+                previews = self._side_measure(
+                    "previews not stored", lambda: self._store_previews(made)
+                )
 
         def record(session: Session) -> bool:
             thresholds = jobs.review_thresholds(
                 session, ctx.settings.review, job.tenant_id, options
             )
+            signals = measured.quality if measured is not None else None
             return jobs.succeed(
                 session,
                 job.id,
                 output_bucket=bucket,
                 output_key=key,
                 timings=self.timings,
-                quality=measured.quality,
-                reasons=review.check(measured.quality, thresholds),
+                quality=signals,
+                # No figures, no flags: a rule never trips on what was not measured.
+                reasons=review.check(signals, thresholds),
                 previews=previews,
+                measure_error=self.measure_error,
             )
 
         # The result is fully stored now; a database blip must not throw that work away.

@@ -5,8 +5,9 @@ budget): loading MIRNet's 32 M parameters costs far more than restoring one phot
 includes the warm-up that compiles and autotunes the model for its tile shape where that was
 chosen (``workers.acceleration``), so no job pays for it. Every model runs through the same
 tiled path, so any size fits in memory, and on CUDA out-of-memory the
-tile is halved instead of failing the job. A model never runs on random weights: missing
-weights are ``ModelUnavailable`` with the download address and the setting to fill in.
+tile is halved instead of failing the job. A model never runs on random weights: missing or
+unusable weights are ``ModelUnavailable``, whose message a tenant reads (the model's name, no
+server path); the file's path and what the loader said go to the log for the operator.
 """
 
 from __future__ import annotations
@@ -336,7 +337,16 @@ def _own_restorer(
             accelerated=accelerated,
         )
     except ValueError as exc:
-        raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
+        raise _unusable(entry, path, exc) from exc
+
+
+def _unusable(entry: ModelEntry, path: Path, exc: Exception) -> ModelUnavailable:
+    """Weights that exist but do not load: the operator reads why in the log, the tenant that
+    the model cannot run here."""
+    log.error("weights for model %r at %s do not load: %s", entry.name, path, exc)
+    return ModelUnavailable(
+        f"model {entry.name!r} is not usable on this server: its weights do not load"
+    )
 
 
 def _spandrel_restorer(
@@ -350,7 +360,7 @@ def _spandrel_restorer(
             path, device, task_names=entry.tasks or None, precision=settings.precision
         )
     except (ValueError, UnsupportedCheckpoint) as exc:
-        raise ModelUnavailable(f"weights for model {entry.name!r} at {path}: {exc}") from exc
+        raise _unusable(entry, path, exc) from exc
     module = loaded.descriptor.model
     return TiledRestorer(
         entry.name,

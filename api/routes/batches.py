@@ -21,6 +21,7 @@ from api.deps import (
 from api.routes.jobs import job_out
 from api.schemas import BatchCreate, BatchOut, ReportLink, ReviewPage
 from shared import jobs
+from shared.errors import Unauthenticated
 from shared.jobs.review import QueueFilter
 from shared.tenants import get_tenant
 from shared.tenants.links import sign_report_link
@@ -114,12 +115,15 @@ def create_report_link(
     caller: CallerDep,
 ) -> ReportLink:
     """A link to the batch's report page that works without an API key until it expires
-    (``DARKROOM_REPORT_LINK_EXPIRY_S``), for a person who reviews but holds no key."""
+    (``DARKROOM_REPORT_LINK_EXPIRY_S``), for a person who reviews but holds no key. It lasts
+    no longer than the key that asked for it: revoking the key ends the link."""
     jobs.get_batch(session, batch_id, caller.tenant_id)
     page = str(request.url_for("report_page", batch_id=batch_id))
     expires = settings.report_link_expiry_s
     if settings.auth == "none":
         return ReportLink(url=page, expires_in_s=expires)
+    if caller.key_id is None:  # API keys on, so every caller here came with one
+        raise Unauthenticated("a report link is made with an API key")
     tenant = get_tenant(session, caller.tenant_id)
-    token = sign_report_link(tenant, batch_id, expires)
+    token = sign_report_link(tenant, batch_id, caller.key_id, expires)
     return ReportLink(url=f"{page}?{urlencode({'token': token})}", expires_in_s=expires)

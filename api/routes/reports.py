@@ -22,9 +22,13 @@ from api.schemas import ReviewCountsOut, ReviewCreate, ReviewOut
 from shared import jobs
 from shared.db.tables import JobStatus
 from shared.errors import InvalidRequest, NotFound
-from shared.jobs.review import ReportFilter
+from shared.jobs.review import ReportFilter, ready_models
 
 router = APIRouter(tags=["review"])
+
+MAX_OFFSET = 2**31 - 1
+"""Past any batch's size; bounded so a huge offset is the caller's 422, not the database's
+"out of range" (a 500)."""
 
 
 @router.get(
@@ -37,7 +41,7 @@ def report_page(
     reviewer: ReviewerDep,
     show: Annotated[str | None, Query(description="flagged, pending, or a job status")] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     """The batch's report: counts, throughput, the flagged photos first with their reasons,
     before and after side by side, filters, and buttons that record decisions."""
@@ -62,7 +66,7 @@ def report_page(
         previews=lambda job, side: f"../../jobs/{job.id}/previews/{side}{suffix}",
         redone_by=jobs.redone_by(session, [job.id for job in page]),
         filters=Filters(show=show or None, rule=rule or None),
-        models=[entry.name for entry in models.entries() if models.allowed(entry)],
+        models=ready_models(models),
         interactive=True,
         token=token,
         offset=offset,

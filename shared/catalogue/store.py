@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from shared.errors import (
     ModelUnavailable,
 )
 from shared.storage import Storage
+
+log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().with_name("weights")
 """Weights that ship inside the package (Darkroom's own models), beside this module."""
@@ -221,23 +224,40 @@ class ModelStore:
             raise unavailable(entry, self)
         expected = self.expected_sha256(entry)
         if expected and sha256_file(local) != expected:
+            log.error(
+                "weights for model %r at %s do not match SHA-256 %s; delete the file and run "
+                "`darkroom models pull %s`",
+                entry.name,
+                local,
+                expected,
+                entry.name,
+            )
             raise ModelUnavailable(
-                f"weights for {entry.name!r} at {local} do not match SHA-256 {expected}; "
-                "delete the file and fetch it again"
+                f"model {entry.name!r} is not usable on this server: its weights are damaged"
             )
         return local
 
 
 def unavailable(entry: ModelEntry, store: ModelStore) -> ModelUnavailable:
+    """The error for a model whose weights are missing, with the operator's instructions
+    logged here. The error's message is what the tenant reads (``GET /v1/jobs/{id}``, webhooks),
+    so it names the model only: the server's paths, buckets and commands are the operator's
+    business, in the log and in ``darkroom models list``."""
     where = " or ".join(entry.source_urls) or "its publisher"
     local = (store.local_dir / entry.weights_file).resolve()
     # With a model bucket, workers fetch from it; without one the folder is the store.
     shared_copy = f", or upload it to {store.describe(entry.weights_file)}" if store.remote else ""
-    return ModelUnavailable(
-        f"weights for model {entry.name!r} are not installed: run `darkroom models pull "
-        f"{entry.name}`, or download the published checkpoint from {where} and save it as "
-        f"{local} (the folder is set by DARKROOM_MODEL_DIR){shared_copy}"
+    log.error(
+        "weights for model %r are not installed: run `darkroom models pull %s`, or download the "
+        "published checkpoint from %s and save it as %s (the folder is set by "
+        "DARKROOM_MODEL_DIR)%s",
+        entry.name,
+        entry.name,
+        where,
+        local,
+        shared_copy,
     )
+    return ModelUnavailable(f"model {entry.name!r} is not installed on this server")
 
 
 _MANIFEST_FIELDS = (

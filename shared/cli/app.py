@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.command()(run.serve)
 app.command()(run.worker)
+app.command()(run.maintenance)
 app.command()(run.cleanup)
 app.command()(photos.submit)
 app.command()(photos.status)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import httpx
 import typer
+from rich import box
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +20,8 @@ from shared.errors import DarkroomError, UnsupportedCheckpoint
 from shared.storage import make_storage
 
 app = typer.Typer(help="Model weights: list, pull, add, verify.", rich_markup_mode=None)
+WIDE_LISTING = 110
+"""Columns from which ``models list`` has room for the weights' file names."""
 TASKS = ("low-light", "deblur", "denoise", "derain", "super-resolution", "all-in-one")
 
 
@@ -39,22 +42,81 @@ def _default(ctx: typer.Context) -> None:
 @app.command("list")
 def list_models() -> None:
     """Every model Darkroom knows: its queue, whether its weights are installed, and its
-    licence (non-commercial ones are refused unless DARKROOM_ALLOW_NONCOMMERCIAL_MODELS is on)."""
+    licence (non-commercial ones are refused unless DARKROOM_ALLOW_NONCOMMERCIAL_MODELS is on).
+    One line a model on an 80-column terminal; ``darkroom models show NAME`` has the rest."""
     store = _store()
     settings = store.settings
-    table = Table("name", "task", "queue", "ready", "weights", "licence")
-    for entry in store.entries():
-        task = entry.task + (f" ({', '.join(entry.tasks)})" if entry.tasks else "")
+    entries = store.entries()
+    # One line a model on an 80-column terminal: a name is what a person types next, so it is
+    # never cut; the weights' file name comes only where there is room (``show`` has it all).
+    wide = console.width >= WIDE_LISTING
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("name", no_wrap=True, min_width=max(len(e.name) for e in entries))
+    table.add_column("task", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("ready", no_wrap=True)
+    table.add_column("licence", no_wrap=True)
+    if wide:
+        table.add_column("weights", overflow="fold")
+    for entry in entries:
         ready = "[green]yes[/green]" if store.ready(entry) else "[yellow]no[/yellow]"
-        table.add_row(
+        row: list[str | Text] = [
             entry.name,
-            task,
-            settings.queue_for(entry.family),
+            entry.task,
+            entry.family,
             ready,
-            entry.weights_file,
-            _licence(entry, allowed=store.allowed(entry)),
-        )
+            _licence_short(entry, allowed=store.allowed(entry)),
+        ]
+        table.add_row(*row, *([entry.weights_file] if wide else []))
     console.print(table)
+    console.print(f"A family's jobs go to the queue {settings.queue_for('<family>')}.")
+    console.print("darkroom models show NAME: the licence in full, the file, where to get it.")
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(help="A catalogue model.")]) -> None:
+    """One model in full: what it does, its licence, its file and where to get it, and whether
+    it is ready here (with the local path the worker reads, for the operator)."""
+    store = _store()
+    try:
+        entry = store.resolve(name)
+    except DarkroomError as exc:
+        raise fail(exc.message) from exc
+    settings = store.settings
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("name", entry.name),
+        ("task", entry.task + (f" (per job: {', '.join(entry.tasks)})" if entry.tasks else "")),
+        ("description", entry.description),
+        ("architecture", entry.architecture),
+        ("queue", settings.queue_for(entry.family)),
+        ("ready", "yes" if store.ready(entry) else "no: darkroom models pull " + entry.name),
+        ("licence", _licence(entry, allowed=store.allowed(entry))),
+        ("weights", entry.weights_file),
+        ("stored at", store.describe(entry.weights_file)),
+    ]
+    if entry.parameters:
+        rows.append(("parameters", f"{entry.parameters:,}"))
+    if entry.sha256:
+        rows.append(("sha256", entry.sha256))
+    rows += [("download", url) for url in entry.urls]
+    rows += [("published at", url) for url in entry.source_urls]
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
+def _licence_short(entry: ModelEntry, *, allowed: bool) -> Text:
+    """The licence in a word for the listing: its identifier, or NON-COMMERCIAL in red with
+    whether this server refuses it (``show`` has the full text)."""
+    if entry.noncommercial:
+        text = Text("NON-COMMERCIAL", style="bold red")
+        text.append(", allowed" if allowed else ", refused")
+        return text
+    first = entry.licence.split()[0] if entry.licence else ""
+    return Text(first if first and first != "see" else "see upstream")
 
 
 def _licence(entry: ModelEntry, *, allowed: bool) -> Text:

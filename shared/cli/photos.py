@@ -177,6 +177,12 @@ def _report(
     if succeeded:
         where = out.resolve() if out else _result_location(settings)
         console.print(f"results are in [bold]{where}[/bold]")
+    unmeasured = [j for j in succeeded if j.measure_error]
+    if unmeasured:  # restored all the same: say so, once, with the first reason
+        err.print(
+            f"[yellow]{len(unmeasured)} restored without quality signals[/yellow]: "
+            f"{unmeasured[0].measure_error}"
+        )
     reasons: dict[str, str] = {}
     for job in failed:
         reasons.setdefault(job.error_code or "?", job.error_message or "")
@@ -218,6 +224,9 @@ def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch
             review = jobs.review_counts(session, ident)
             decided = ", ".join(f"{count} {name}" for name, count in review.decisions.items())
             console.print(f"review: {review.flagged} flagged, {review.pending} awaiting, {decided}")
+            apart = ", ".join(f"{n} {name}" for name, n in review.unflagged.items() if n)
+            if apart:
+                console.print(f"decided though not flagged: {apart}")
             for rule, count in review.rules.items():
                 console.print(f"  {count} {RULES[rule].title}")
             return
@@ -233,6 +242,7 @@ def status(job_or_batch: Annotated[str, typer.Argument(help="A job id or a batch
         "worker_host",
         "error_code",
         "error_message",
+        "measure_error",
         "created_at",
         "started_at",
         "finished_at",

@@ -28,7 +28,11 @@ def report(
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
     limit: Annotated[
         int,
-        typer.Option(min=1, help="Most photos in the file: flagged ones first, then failed ones."),
+        typer.Option(
+            min=1,
+            max=2**31 - 1,  # what a database takes as a LIMIT: a larger one is an outage, not 0
+            help="Most photos in the file: flagged ones first, then failed ones.",
+        ),
     ] = 500,
 ) -> None:
     """Write a batch's report page, previews inlined, to one file."""

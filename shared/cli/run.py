@@ -1,14 +1,16 @@
-"""``darkroom serve``, ``darkroom worker`` and ``darkroom cleanup``: the long-running processes,
-and the retention pass for cron.
+"""``darkroom serve``, ``darkroom worker``, ``darkroom maintenance`` and ``darkroom cleanup``: the
+long-running processes, and the retention pass for cron.
 
-The API and the worker are imported when their command runs, so ``darkroom serve`` never loads
-torch.
+The API and the worker are imported when their command runs, so ``darkroom serve`` (and
+``darkroom maintenance``, which imports no model code) never loads torch.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -55,6 +57,26 @@ def cleanup() -> None:
     while count := cleanup_once(sessions, storage, current):
         total += count
     console.print(f"expired the results of {total} jobs")
+
+
+def maintenance(loglevel: str = "INFO") -> None:
+    """Look after the jobs while no worker may be running: reap a dead worker's jobs, re-send
+    queued jobs the broker lost, send webhooks, finish batches, expire results.
+
+    Workers do all of this too, but only while they run: scaled to zero, none does, and a job
+    whose message was lost would wait forever. Run one of these always (it needs no GPU and no
+    model); several elect one reaper among them and the workers, as the workers do.
+    SIGTERM or Ctrl-C stops it after the pass in hand.
+    """
+    from workers.maintenance import serve as serve_maintenance
+
+    current = load_settings()
+    logs.configure(current, loglevel)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    console.print("maintenance: reaping, reconciling, webhooks and retention (Ctrl-C stops)")
+    serve_maintenance(current, stop)
 
 
 def worker(

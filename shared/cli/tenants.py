@@ -170,3 +170,16 @@ def revoke_key(
         err.print("[red]error:[/red] no live key starts with that")
         raise typer.Exit(code=1)
     console.print(f"revoked {count} key(s)")
+
+
+@tenants_app.command("rotate-link-secret")
+def rotate_link_secret(tenant_id: Annotated[str, typer.Argument(help="The tenant.")]) -> None:
+    """Give a tenant a new secret for its report links: every link it handed out stops working
+    at once (its API keys and webhook secret are untouched). Revoking a key ends only the links
+    that key made."""
+    try:
+        with session_scope(_database_url()) as session:
+            tenants.rotate_link_secret(session, tenant_id)
+    except DarkroomError as exc:
+        raise fail(exc.message) from None
+    console.print(f"every report link of tenant [bold]{tenant_id}[/bold] has stopped working")

@@ -93,6 +93,9 @@ class Tenant(Base):
     """This tenant's review thresholds, by rule (``shared.review``): a number, or false for a
     rule turned off; the server's where a rule is missing. A batch's options override them."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    link_secret: Mapped[str] = mapped_column(String(128))
+    """Signs this tenant's report links (``shared.tenants.links``), apart from the webhook
+    secret; replaced to end them all (``darkroom tenants rotate-link-secret``)."""
 
 
 class ReviewDecision(enum.StrEnum):
@@ -224,6 +227,9 @@ class Job(Base):
 
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The quality signals of the input and the result (``workers.quality``), once succeeded."""
+    measure_error: Mapped[str | None] = mapped_column(Text)
+    """Why a succeeded job has no ``quality`` (nor previews): measuring is best-effort, and a
+    restoration that worked is never thrown away for a side figure."""
     flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Whether a review rule tripped: a person should look at this job (``review_reasons``)."""
     flags: Mapped[str | None] = mapped_column(String(255))

@@ -42,13 +42,8 @@ def summarize_batch(
     ).one()
     total = sum(counts.values())
     done = sum(counts[s.value] for s in FINISHED)
-    throughput = eta = None
-    if first_start is not None and done:
-        end = last_finish if done == total and last_finish else utcnow()
-        elapsed = (_aware(end) - _aware(first_start)).total_seconds()
-        if elapsed > 0:
-            throughput = done / elapsed
-            eta = (total - done) / throughput
+    throughput = _original_throughput(session, batch_id)
+    eta = (total - done) / throughput if throughput else None
     return BatchSummary(
         batch=batch,
         counts=counts,
@@ -59,6 +54,27 @@ def summarize_batch(
         started_at=first_start,
         finished_at=last_finish if done == total else None,
     )
+
+
+def _original_throughput(session: Session, batch_id: uuid.UUID) -> float | None:
+    """Finished jobs per second over the batch's original run: from its first start to its
+    last finish (or now, while it runs). Redos, which a person asks for hours or days later,
+    are left out: counted in, each would stretch the window to its own end and make the same
+    run look slower after every review."""
+    original = (Job.batch_id == batch_id, Job.redo_of.is_(None))
+    first_start, last_finish, total, done = session.execute(
+        select(
+            func.min(Job.started_at),
+            func.max(Job.finished_at),
+            func.count(),
+            func.count().filter(Job.status.in_(list(FINISHED))),
+        ).where(*original)
+    ).one()
+    if first_start is None or not done:
+        return None
+    end = last_finish if done == total and last_finish else utcnow()
+    elapsed = (_aware(end) - _aware(first_start)).total_seconds()
+    return done / elapsed if elapsed > 0 else None
 
 
 def _aware(value: datetime) -> datetime:

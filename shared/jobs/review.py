@@ -15,19 +15,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import SQLColumnExpression, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from shared.catalogue.store import ModelStore
 from shared.config import ReviewThresholds, Settings
-from shared.db.tables import Job, JobStatus, ReviewDecision, Tenant, utcnow
+from shared.db.tables import Batch, Job, JobStatus, ReviewDecision, Tenant, utcnow
 from shared.errors import Conflict, InvalidRequest
 from shared.jobs import repository
 from shared.jobs.submit import check_active, plan
 from shared.queue.dispatch import Dispatcher
 from shared.review import RULES, resolve_thresholds
 from shared.tenants.accounts import Caller
+
+RESULT_RULES = ("still_dark", "lights_blown", "noise_amplified", "colour_shifted")
+"""The rules that say the restoration went wrong, which a person can act on (redo with another
+model or options); the report puts the jobs they flag before those flagged only by the
+``input_*`` rules, which say the input was already fine or beyond help."""
 
 QueueFilter = Literal["pending", "decided", "all"]
 """Which flagged jobs the queue lists: awaiting a decision, decided, or both."""
@@ -38,6 +43,13 @@ _DECIDABLE = {
     ReviewDecision.redo: (JobStatus.succeeded, JobStatus.failed),
 }
 """A result can be accepted or rejected; a failed job can still be redone."""
+
+_DONE_TO = {
+    ReviewDecision.accepted: "accepted",
+    ReviewDecision.rejected: "rejected",
+    ReviewDecision.redo: "redone",
+}
+"""How a sentence says a decision was made: a job is "redone", not "redo"."""
 
 
 def review_thresholds(
@@ -50,34 +62,46 @@ def review_thresholds(
 
 @dataclass(frozen=True)
 class ReviewCounts:
+    """The review queue's counts: ``flagged == pending + sum(decisions.values())``, so every
+    flagged job is in exactly one of them. Decisions on jobs no rule flagged (a person who
+    looked anyway, a failed job sent to redo) are not part of the queue: ``unflagged``."""
+
     flagged: int = 0
     """Jobs a rule flagged."""
     pending: int = 0
     """Flagged jobs nobody has decided on yet."""
     decisions: dict[str, int] = field(default_factory=dict)
-    """Decisions recorded, flagged or not: accepted, rejected, redo."""
+    """Decisions on flagged jobs: accepted, rejected, redo."""
     rules: dict[str, int] = field(default_factory=dict)
     """Flagged jobs per rule (a job may trip several)."""
+    unflagged: dict[str, int] = field(default_factory=dict)
+    """Decisions on jobs no rule flagged, by decision."""
 
 
 def review_counts(session: Session, batch_id: uuid.UUID) -> ReviewCounts:
     decisions = {decision.value: 0 for decision in ReviewDecision}
+    unflagged = {decision.value: 0 for decision in ReviewDecision}
     flagged = pending = 0
     for is_flagged, decision, count in session.execute(
         select(Job.flagged, Job.review_decision, func.count())
         .where(Job.batch_id == batch_id, or_(Job.flagged, Job.review_decision.is_not(None)))
         .group_by(Job.flagged, Job.review_decision)
     ):
-        if decision is not None:
-            decisions[ReviewDecision(decision).value] += count
         if is_flagged:
             flagged += count
-            pending += count if decision is None else 0
+            if decision is None:
+                pending += count
+            else:
+                decisions[ReviewDecision(decision).value] += count
+        elif decision is not None:
+            unflagged[ReviewDecision(decision).value] += count
     rules: Counter[str] = Counter()
     for flags in session.scalars(select(Job.flags).where(Job.batch_id == batch_id, Job.flagged)):
         rules.update(name for name in (flags or "").split(",") if name)
     ordered = {name: rules[name] for name in RULES if rules[name]}
-    return ReviewCounts(flagged=flagged, pending=pending, decisions=decisions, rules=ordered)
+    return ReviewCounts(
+        flagged=flagged, pending=pending, decisions=decisions, rules=ordered, unflagged=unflagged
+    )
 
 
 def _tripped(rule: str) -> ColumnElement[bool]:
@@ -142,11 +166,12 @@ def decide(
     if job.status not in allowed:
         states = " or ".join(status.value for status in allowed)
         raise Conflict(
-            f"job {job_id} is {job.status.value}: only a {states} job can be {decision.value}"
+            f"job {job_id} is {job.status.value}: only a {states} job can be {_DONE_TO[decision]}"
         )
     family = normalised = None
     if decision == ReviewDecision.redo:
         family, normalised = plan(models, model or job.model, job.options | (options or {}))
+        check_ready(models, model or job.model)
         check_active(session, caller, 1)
     won = session.execute(
         update(Job)
@@ -183,6 +208,31 @@ def decide(
     return job, redo
 
 
+def ready_models(models: ModelStore) -> list[str]:
+    """The models a redo may name here: allowed under this deployment's licence setting, with
+    their weights installed (``ready``, as ``GET /v1/models`` says). Offering any other would
+    only queue a job bound to fail ``model_unavailable``."""
+    return [e.name for e in models.entries() if models.allowed(e) and models.ready(e)]
+
+
+def check_ready(models: ModelStore, model: str) -> None:
+    """Refuse, at the request, a redo that could not run: a person is waiting for its answer,
+    and a job that fails ``model_unavailable`` minutes later tells them less, after the old
+    job's decision is already spent. (A new job through ``POST /v1/jobs`` is still accepted:
+    weights may be installed before a worker takes it.)"""
+    missing = [entry.name for entry, _ in models.chain(model) if not models.ready(entry)]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        ready = ", ".join(ready_models(models)) or "none"
+        # 409 conflict, not ModelUnavailable: that code is a 503, "try again later", and
+        # here nothing will change until an operator installs the weights.
+        are = "is" if len(missing) == 1 else "are"
+        raise Conflict(
+            f"cannot redo with {model!r}: {names} {are} not installed on this server; choose "
+            f"a model that is ({ready}), or ask its operator to install it"
+        )
+
+
 def redone_by(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     """For each of ``job_ids`` that was sent back to be redone, the id of its new try."""
     if not job_ids:
@@ -206,8 +256,9 @@ def report_jobs(
     limit: int = 50,
 ) -> tuple[list[Job], int]:
     """One page of a batch's jobs as its report shows them, and how many match in all:
-    flagged jobs first (those awaiting a decision before decided ones), then failed ones, then
-    the rest, each group by input key."""
+    flagged jobs first (those awaiting a decision before decided ones; in each, those a
+    :data:`RESULT_RULES` rule flagged before those only an input rule did), then failed ones,
+    then the rest, each group by the photo's name (:func:`_by_name`)."""
     conditions: list[ColumnElement[bool]] = [Job.batch_id == batch_id]
     if rule is not None:
         conditions.append(_tripped(rule))
@@ -218,14 +269,34 @@ def report_jobs(
     elif show is not None:
         conditions.append(Job.status == show)
     total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+    result_went_wrong = or_(*(Job.flags.like(f"%,{rule},%") for rule in RESULT_RULES))
     order = (
         Job.flagged.desc(),
         Job.review_decision.is_not(None),
+        case((result_went_wrong, 0), else_=1),
         (Job.status == JobStatus.failed).desc(),
-        Job.input_key,  # a batch's photos in the order of their names, as a folder lists them
+        *_by_name(session, batch_id),
         Job.id,
     )
     page = session.scalars(
         select(Job).where(*conditions).order_by(*order).offset(offset).limit(limit)
     )
     return list(page), total
+
+
+def _by_name(session: Session, batch_id: uuid.UUID) -> tuple[SQLColumnExpression[str], ...]:
+    """The order of the names the report shows, as a folder lists them. A batch made from a
+    prefix shows each photo's path under it, so its keys sort as the names do. Any other
+    batch (a list of keys, API uploads under ``uploads/<random token>/``) shows the file name:
+    sorting by key would follow the random tokens, so sort by file name, then key."""
+    if session.scalar(select(Batch.input_prefix).where(Batch.id == batch_id)):
+        return (Job.input_key,)
+    return (_file_name(Job.input_key), Job.input_key)
+
+
+def _file_name(key: SQLColumnExpression[str]) -> SQLColumnExpression[str]:
+    """What follows a key's last '/', in SQL that PostgreSQL and SQLite both run: stripping
+    every character but '/' from the right leaves the folder, and the key without it is the
+    name (a key without '/' is all name)."""
+    folder = func.rtrim(key, func.replace(key, "/", ""))
+    return func.replace(key, folder, "")

@@ -125,9 +125,11 @@ def succeed(
     quality: dict[str, Any] | None = None,
     reasons: Sequence[Reason] = (),
     previews: tuple[str, str] | None = None,
+    measure_error: str | None = None,
 ) -> bool:
     """running -> succeeded; called only after the result object (and its previews) is fully
-    written. ``reasons``: the review rules its ``quality`` tripped, which flag it."""
+    written. ``reasons``: the review rules its ``quality`` tripped, which flag it;
+    ``measure_error``: why the quality signals or previews are missing, if they are."""
     before, after = previews or (None, None)
     return _finish(
         session,
@@ -141,6 +143,7 @@ def succeed(
         progress=1.0,
         finished_at=utcnow(),
         quality=quality,
+        measure_error=measure_error,
         flagged=bool(reasons),
         flags=",".join(["", *(reason["rule"] for reason in reasons), ""]) if reasons else None,
         review_reasons=list(reasons) or None,

@@ -11,12 +11,13 @@ exactly the same rules.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from shared.config import ReviewThresholds
+from shared.config import ReviewThresholds, review_threshold
 
 Signals = Mapping[str, float]
 Quality = Mapping[str, Any]
@@ -51,8 +52,13 @@ class Rule:
     precision: int = 2
 
     def reason(self, quality: Quality, threshold: float) -> Reason | None:
-        value = float(self.value(quality))
-        if not self.trips(value, threshold):
+        """Why ``quality`` trips this rule; None when it does not, or when a figure the rule
+        reads was not measured (or is not a number): nobody is asked to look at a guess."""
+        try:
+            value = float(self.value(quality))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not math.isfinite(value) or not self.trips(value, threshold):
             return None
         figures = {
             "value": f"{value:.{self.precision}f}",
@@ -143,8 +149,9 @@ RULES: dict[str, Rule] = {
 
 
 def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Override]:
-    """Overrides as a tenant or a batch gives them: known rule names, each a threshold or
-    ``false``. Raises ``ValueError`` with a sentence for a person otherwise."""
+    """Overrides as a tenant or a batch gives them: known rule names, each a finite threshold
+    (as the server's are, :func:`shared.config.review_threshold`) or ``false``. Raises
+    ``ValueError`` with a sentence for a person otherwise."""
     checked: dict[str, Override] = {}
     for name, value in overrides.items():
         if name not in RULES:
@@ -152,7 +159,7 @@ def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Override]:
             raise ValueError(f"unknown review rule {name!r} (rules: {known})")
         if value is True or not isinstance(value, int | float):
             raise ValueError(f"review rule {name!r} takes a threshold (a number) or false")
-        checked[name] = value if value is False else float(value)
+        checked[name] = value if value is False else review_threshold(name, value)
     return checked
 
 
@@ -168,9 +175,12 @@ def resolve_thresholds(
     return thresholds
 
 
-def check(quality: Quality, thresholds: Mapping[str, float | None]) -> list[Reason]:
-    """The reasons ``quality`` trips, in :data:`RULES` order; empty: nobody needs to look."""
-    reasons = []
+def check(quality: Quality | None, thresholds: Mapping[str, float | None]) -> list[Reason]:
+    """The reasons ``quality`` trips, in :data:`RULES` order; empty: nobody needs to look, or
+    nothing was measured (``quality`` None: measuring is best-effort)."""
+    reasons: list[Reason] = []
+    if quality is None:
+        return reasons
     for name, rule in RULES.items():
         threshold = thresholds.get(name)
         if threshold is not None and (reason := rule.reason(quality, threshold)) is not None:

@@ -15,6 +15,7 @@ from shared.tenants.accounts import (
     list_keys,
     list_tenants,
     revoke_key,
+    rotate_link_secret,
     set_review_rules,
 )
 from shared.tenants.limits import SubmissionLimiter
@@ -34,5 +35,6 @@ __all__ = [
     "list_keys",
     "list_tenants",
     "revoke_key",
+    "rotate_link_secret",
     "set_review_rules",
 ]

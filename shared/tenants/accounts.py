@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -44,6 +45,7 @@ def create_tenant(
         id=tenant_id,
         name=name or tenant_id,
         webhook_secret=secrets.token_urlsafe(32),
+        link_secret=new_link_secret(),
         rate_limit_per_minute=rate_limit_per_minute,
         max_active_jobs=max_active_jobs,
     )
@@ -91,6 +93,20 @@ def revoke_key(session: Session, key_prefix: str) -> int:
     return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
+def new_link_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def rotate_link_secret(session: Session, tenant_id: str) -> Tenant:
+    """Give the tenant a new secret for its report links: every link it handed out stops
+    working at once (one may have leaked, or a reviewer left), and its webhooks, signed with
+    another secret, are untouched."""
+    tenant = get_tenant(session, tenant_id)
+    tenant.link_secret = new_link_secret()
+    session.flush()
+    return tenant
+
+
 def set_review_rules(session: Session, tenant_id: str, rules: dict[str, float | bool]) -> Tenant:
     """Replace a tenant's review thresholds (validated by the caller: ``shared.review``);
     empty: the server's for every rule."""
@@ -118,6 +134,9 @@ class Caller:
     tenant_id: str
     rate_limit_per_minute: int
     max_active_jobs: int
+    key_id: uuid.UUID | None = None
+    """The API key the request came with (none for :data:`OPERATOR`): what a report link it
+    makes is tied to, so revoking the key ends the link too."""
 
 
 OPERATOR = Caller(DEFAULT_TENANT, rate_limit_per_minute=0, max_active_jobs=0)
@@ -125,12 +144,13 @@ OPERATOR = Caller(DEFAULT_TENANT, rate_limit_per_minute=0, max_active_jobs=0)
 on a server. No limits."""
 
 
-def caller_for(settings: Settings, tenant: Tenant) -> Caller:
+def caller_for(settings: Settings, tenant: Tenant, key_id: uuid.UUID | None = None) -> Caller:
     """A tenant's own limits, or the server's where it has none."""
     return Caller(
         tenant.id,
         _first(tenant.rate_limit_per_minute, settings.rate_limit_per_minute),
         _first(tenant.max_active_jobs, settings.max_active_jobs),
+        key_id,
     )
 
 
@@ -149,4 +169,4 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
     )
     if key is None:
         raise Unauthenticated("invalid or revoked API key")
-    return caller_for(settings, get_tenant(session, key.tenant_id))
+    return caller_for(settings, get_tenant(session, key.tenant_id), key.id)

@@ -6,11 +6,15 @@ import subprocess
 import sys
 import uuid
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from shared import jobs
 from shared.config import Settings
+from shared.db.engine import session_scope
+from shared.errors import ErrorCode
 from tests.services import REPO
 
 
@@ -24,7 +28,7 @@ from tests.services import REPO
         ({"input_key": "a.jpg", "model": "unknown"}, 422, "model_not_found"),
         ({"input_key": "a.jpg", "model": "zero-dce"}, 403, "model_not_allowed"),
         ({"input_key": "a.jpg", "model": "light-curve"}, 403, "model_not_allowed"),
-        ({"input_key": "../../etc/passwd"}, 400, "invalid_request"),
+        ({"input_key": "../../etc/passwd"}, 422, "invalid_request"),
         ({"input_key": "a.jpg", "input_bucket": "someone-elses"}, 403, "input_not_allowed"),
     ],
 )
@@ -47,9 +51,9 @@ def test_malformed_json_and_bad_multipart(client: TestClient) -> None:
     # pydantic's documented error type, not its wording (which names the JSON parser's error)
     assert [detail["type"] for detail in malformed["details"]] == ["json_invalid"], malformed
     response = client.post("/v1/jobs", files={"other": ("x.jpg", b"x")})
-    assert response.status_code == 400 and "file" in response.json()["message"]
+    assert response.status_code == 422 and "file" in response.json()["message"]
     response = client.post("/v1/jobs", files={"file": ("x.jpg", b"x")}, data={"options": "{oops"})
-    assert response.status_code == 400 and "options" in response.json()["message"]
+    assert response.status_code == 422 and "options" in response.json()["message"]
 
 
 def test_unknown_ids_are_404(client: TestClient) -> None:
@@ -64,7 +68,7 @@ def test_batch_validation(client: TestClient, settings: Settings) -> None:
     both = client.post("/v1/batches", json={"keys": ["a.jpg"], "prefix": "p/"})
     assert both.status_code == 422 and "exactly one" in both.json()["message"]
     empty = client.post("/v1/batches", json={"prefix": f"nothing-here-{uuid.uuid4()}/"})
-    assert empty.status_code == 400 and "no objects" in empty.json()["message"]
+    assert empty.status_code == 422 and "no objects" in empty.json()["message"]
 
 
 def test_listing_is_cursor_paginated_and_filtered(client: TestClient, settings: Settings) -> None:
@@ -81,7 +85,7 @@ def test_listing_is_cursor_paginated_and_filtered(client: TestClient, settings: 
         if cursor is None:
             break
     assert sorted(seen) == sorted(keys) and len(seen) == 5
-    assert client.get("/v1/jobs", params={"cursor": "garbage!"}).status_code == 400
+    assert client.get("/v1/jobs", params={"cursor": "garbage!"}).status_code == 422
     assert client.get("/v1/jobs", params={"status": "exploded"}).status_code == 422
 
 
@@ -151,6 +155,60 @@ def test_oversize_uploads_are_413_and_names_are_made_safe(settings: Settings, s3
 
 def test_batch_keys_are_checked_one_by_one(client: TestClient) -> None:
     response = client.post("/v1/batches", json={"keys": ["ok.jpg", "a/../../b.jpg"]})
-    assert response.status_code == 400 and "b.jpg" in response.json()["message"]
+    assert response.status_code == 422 and "b.jpg" in response.json()["message"]
     response = client.post("/v1/batches", json={"keys": ["ok.jpg"], "input_bucket": "other"})
     assert response.status_code == 403
+
+
+def _failed_job(settings: Settings) -> str:
+    """A failed job, made without a worker: one a person may send back to be redone."""
+    with session_scope(settings.database_url) as session:
+        job = jobs.create_job(
+            session,
+            model="mirnet-lol",
+            input_bucket=settings.input_bucket,
+            input_key=f"gone-{uuid.uuid4()}.jpg",
+            options={},
+        )
+        assert jobs.claim(session, job.id, "test")
+        assert jobs.fail(session, job.id, code=ErrorCode.input_not_found, message="gone")
+        return str(job.id)
+
+
+def _post_json(client: TestClient, url: str, body: str) -> httpx.Response:
+    """``body`` sent as written: Python's json and Starlette accept NaN and Infinity, which a
+    client's encoder would refuse to write."""
+    return client.post(url, content=body.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("threshold", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_review_threshold_that_is_not_a_finite_number_is_refused(
+    client: TestClient, settings: Settings, threshold: str
+) -> None:
+    """For a job, a batch and a redo alike, with the 422 a threshold that is not a number gets:
+    a NaN would never trip its rule, and the database cannot store NaN or an infinity."""
+    options = f'{{"review": {{"still_dark": {threshold}}}}}'
+    answers = {
+        "job": _post_json(client, "/v1/jobs", f'{{"input_key": "a.jpg", "options": {options}}}'),
+        "batch": _post_json(client, "/v1/batches", f'{{"keys": ["a.jpg"], "options": {options}}}'),
+        "redo": _post_json(
+            client,
+            f"/v1/jobs/{_failed_job(settings)}/review",
+            f'{{"decision": "redo", "options": {options}}}',
+        ),
+    }
+    for what, response in answers.items():
+        assert response.status_code == 422, (what, response.text)
+        body = response.json()
+        assert body["code"] == "invalid_request" and "still_dark" in body["message"], what
+        assert all("review" in detail["loc"] for detail in body["details"]), (what, body)
+
+
+def test_a_redo_with_an_empty_model_is_refused(client: TestClient, settings: Settings) -> None:
+    """An empty name is a mistake, not "the same model again" (which leaving it out means)."""
+    job_id = _failed_job(settings)
+    refused = client.post(f"/v1/jobs/{job_id}/review", json={"decision": "redo", "model": ""})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "invalid_request"
+    assert [d["loc"] for d in refused.json()["details"]] == [["body", "model"]]
+    assert client.get(f"/v1/jobs/{job_id}").json()["review"]["decision"] is None

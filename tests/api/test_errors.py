@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from shared.config import Settings
+from shared.errors import ErrorCode
 
 UNREACHABLE_DB = "postgresql+psycopg2://postgres@127.0.0.1:1/darkroom?connect_timeout=2"
 
@@ -72,3 +73,36 @@ def test_an_object_store_outage_answers_503_storage_unavailable(settings: Settin
     body = response.json()
     assert body["code"] == "storage_unavailable"
     assert settings.input_bucket in body["message"]
+
+
+def test_every_invalid_request_answers_the_same_status(client: TestClient) -> None:
+    """A schema's error, a check after the schema, the framework refusing a body: one code, so
+    one status, whichever of them noticed."""
+    batch = client.post("/v1/batches", json={"keys": [f"same-status-{uuid.uuid4()}.jpg"]})
+    assert batch.status_code == 202, batch.text
+    batch_id = batch.json()["id"]
+    answers = {
+        "a schema's field": client.post("/v1/jobs", json={"input_key": ""}),
+        "a query parameter": client.get("/v1/jobs", params={"status": "exploded"}),
+        "a body that is not JSON": client.post(
+            "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        "a multipart body the framework cannot parse": client.post(
+            "/v1/jobs", content=b"x", headers={"content-type": "multipart/form-data"}
+        ),
+        "a multipart request without its file": client.post(
+            "/v1/jobs", files={"other": ("x.jpg", b"x")}
+        ),
+        "a bad cursor": client.get("/v1/jobs", params={"cursor": "garbage!"}),
+        "an unsafe object key": client.post("/v1/jobs", json={"input_key": "../../etc/passwd"}),
+        "an unknown review rule": client.get(
+            f"/v1/batches/{batch_id}/review", params={"rule": "nope"}
+        ),
+        "the report page's filter": client.get(
+            f"/v1/batches/{batch_id}/report", params={"show": "odd"}
+        ),
+    }
+    codes = {why: response.json()["code"] for why, response in answers.items()}
+    assert codes == dict.fromkeys(answers, ErrorCode.invalid_request)
+    statuses = {why: response.status_code for why, response in answers.items()}
+    assert statuses == dict.fromkeys(answers, 422)

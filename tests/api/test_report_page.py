@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,12 +83,17 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
 
 
 @pytest.fixture(scope="module")
-def served(
-    embedded: tuple[dict[str, str], str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def serve_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``darkroom serve`` writes: its access log shows the requests a browser makes on
+    its own (``/favicon.ico``), which Playwright does not report."""
+    return tmp_path_factory.mktemp("serve") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def served(embedded: tuple[dict[str, str], str], serve_log: Path) -> Iterator[str]:
     env, _ = embedded
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = serve_log
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(BIN / "darkroom"), "serve", "--port", str(port)],
@@ -104,7 +110,7 @@ def served(
 
 
 def test_the_page_in_a_browser_lists_flagged_photos_first_and_records_a_decision(
-    served: str, embedded: tuple[dict[str, str], str]
+    served: str, embedded: tuple[dict[str, str], str], serve_log: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -132,10 +138,29 @@ def test_the_page_in_a_browser_lists_flagged_photos_first_and_records_a_decision
             expect(page.locator("#count-pending")).to_have_text("2")
             expect(page.locator("#count-accepted")).to_have_text("0")
 
+            # The corrupt file would fail any redo the same way: no button offers one.
+            expect(cards.nth(2).locator("button")).to_have_count(0)
+            # Only models with their weights here are offered for a redo.
+            offered = first.locator("[data-role=redo-model] option").all_inner_texts()
+            listed = httpx.get(f"{served}/v1/models").json()
+            ready = [m["name"] for m in listed if m["ready"] and m["allowed"]]
+            assert offered == ready and "darkroom-night" in ready and len(ready) < len(listed)
+
             first.get_by_role("button", name="Accept").click()
             expect(page.locator("#count-accepted")).to_have_text("1")
             expect(page.locator("#count-pending")).to_have_text("1")
             expect(first.locator("[data-role=decision]")).to_have_text("accepted")
+            expect(first.get_by_role("button", name="Accept")).to_be_disabled()
+            expect(first.get_by_role("button", name="Reject")).to_be_enabled()
+
+            # A photo no rule flagged, accepted anyway: counted apart from the queue's counts.
+            last = cards.nth(4)
+            expect(page.locator("#stat-unflagged")).to_be_hidden()
+            last.get_by_role("button", name="Accept").click()
+            expect(last.locator("[data-role=decision]")).to_have_text("accepted")
+            expect(page.locator("#count-unflagged")).to_have_text("1")
+            expect(page.locator("#stat-unflagged")).to_be_visible()
+            expect(page.locator("#count-accepted")).to_have_text("1")
 
             # The rule filter narrows the page to that rule's photos (the server filters).
             page.select_option("#filter-rule", "input_well_exposed")
@@ -147,9 +172,10 @@ def test_the_page_in_a_browser_lists_flagged_photos_first_and_records_a_decision
             assert failed_requests == []
         finally:
             browser.close()
+    # Nothing the browser asked for, itself included (an icon), was missing.
+    refused = re.findall(r'"[A-Z]+ (\S+) HTTP/[\d.]+" [45]\d\d', serve_log.read_text())
+    assert refused == []
     # Reloaded, the decision is still there: it was recorded, not only drawn.
-    import httpx
-
     body = httpx.get(f"{served}/v1/batches/{batch_id}").json()
     assert body["review"]["accepted"] == 1 and body["review"]["pending"] == 1
 

@@ -4,6 +4,7 @@ real services: HTTP -> PostgreSQL -> Redis -> Celery worker -> S3."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from collections.abc import Callable
 
@@ -14,9 +15,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from shared import tenants
+from shared import jobs, tenants
 from shared.config import Settings
 from shared.db.engine import session_scope
+from shared.review import Reason
 from shared.tenants.links import sign_report_link
 from tests.services import wait_until
 
@@ -126,6 +128,7 @@ def test_the_review_queue_lists_the_flagged_and_decisions_are_counted(
         "rejected": 0,
         "redo": 0,
         "rules": {"input_well_exposed": 1},
+        "unflagged": {"accepted": 0, "rejected": 0, "redo": 0},
     }
     queue = client.get(f"/v1/batches/{batch_id}/review").json()
     assert [job["id"] for job in queue["items"]] == [bright["id"]]
@@ -135,7 +138,7 @@ def test_the_review_queue_lists_the_flagged_and_decisions_are_counted(
         == []
     )
     unknown = client.get(f"/v1/batches/{batch_id}/review", params={"rule": "bogus"})
-    assert unknown.status_code == 400 and unknown.json()["code"] == "invalid_request"
+    assert unknown.status_code == 422 and unknown.json()["code"] == "invalid_request"
 
     accepted = client.post(f"/v1/jobs/{bright['id']}/review", json={"decision": "accepted"})
     assert accepted.status_code == 200, accepted.text
@@ -164,7 +167,10 @@ def test_the_review_queue_lists_the_flagged_and_decisions_are_counted(
     assert old["result"]["url"] and old["review"]["decision"] == "redo"  # both results stay
     again = client.post(f"/v1/jobs/{dim['id']}/review", json={"decision": "redo"})
     assert again.status_code == 409 and new["id"] in again.json()["message"]
-    assert client.get(f"/v1/batches/{batch_id}").json()["review"]["redo"] == 1
+    # dim was not flagged: its redo is no part of the queue's counts, which still add up.
+    review = client.get(f"/v1/batches/{batch_id}").json()["review"]
+    assert review["flagged"] == 1 and review["pending"] == 0 and review["rejected"] == 1
+    assert review["redo"] == 0
 
 
 @pytest.mark.parametrize(
@@ -172,7 +178,7 @@ def test_the_review_queue_lists_the_flagged_and_decisions_are_counted(
     [
         ({"decision": "accepted"}, 409),  # a failed job has no result to accept
         ({"decision": "maybe"}, 422),
-        ({"decision": "accepted", "model": "mirnet-lol"}, 400),
+        ({"decision": "accepted", "model": "mirnet-lol"}, 422),
         ({"decision": "redo", "model": "no-such-model"}, 422),
     ],
 )
@@ -202,12 +208,133 @@ def test_the_report_page_shows_flagged_photos_first_with_their_reasons(
     only_failed = client.get(f"/v1/batches/{batch_id}/report", params={"show": "failed"}).text
     assert reviewed_batch["jobs"]["c-corrupt.png"]["id"] in only_failed
     assert reviewed_batch["jobs"]["a-bright.png"]["id"] not in only_failed
-    assert client.get(f"/v1/batches/{batch_id}/report", params={"show": "odd"}).status_code == 400
+    assert client.get(f"/v1/batches/{batch_id}/report", params={"show": "odd"}).status_code == 422
     bright = reviewed_batch["jobs"]["a-bright.png"]
     preview = client.get(f"/v1/jobs/{bright['id']}/previews/after")
     assert preview.status_code == 200 and jpeg_size(preview.content) == (96, 64)
     corrupt = reviewed_batch["jobs"]["c-corrupt.png"]
     assert client.get(f"/v1/jobs/{corrupt['id']}/previews/before").status_code == 404
+
+
+def _made_batch(settings: Settings, outcomes: dict[str, list[str] | str]) -> dict[str, str]:
+    """A finished batch of the default tenant, written straight to the database (no worker):
+    per input key, the rules its job tripped (succeeded) or its error code (failed). Returns
+    the job ids by key."""
+    with session_scope(settings.database_url) as session:
+        _, ids = jobs.create_batch(
+            session,
+            model="mirnet-lol",
+            options={},
+            inputs=[(settings.input_bucket, key) for key in outcomes],
+            input_prefix=None,
+        )
+        for job_id, outcome in zip(ids, outcomes.values(), strict=True):
+            assert jobs.claim(session, job_id, "test")
+            if isinstance(outcome, str):
+                jobs.fail(session, job_id, code=outcome, message="it failed")
+                continue
+            reasons = [
+                Reason(rule=rule, message=f"{rule}: because", value=1.0, threshold=0.5)
+                for rule in outcome
+            ]
+            jobs.succeed(
+                session,
+                job_id,
+                output_bucket=settings.output_bucket,
+                output_key=f"results/{job_id}/out.jpg",
+                timings={},
+                quality={"input": {"mean_luma": 0.1}, "result": {"mean_luma": 0.4}},
+                reasons=reasons,
+            )
+    return {key: str(job_id) for key, job_id in zip(outcomes, ids, strict=True)}
+
+
+def _batch_of(client: TestClient, job_id: str) -> str:
+    return str(client.get(f"/v1/jobs/{job_id}").json()["batch_id"])
+
+
+def _card(html: str, job_id: str) -> str:
+    found = re.search(rf'<section [^>]*data-job="{job_id}".*?</section>', html, re.S)
+    assert found, job_id
+    return found.group(0)
+
+
+def test_an_offset_past_any_batch_is_refused_not_an_internal_error(
+    client: TestClient, settings: Settings
+) -> None:
+    batch_id = _batch_of(client, _made_batch(settings, {"o/a.jpg": []})["o/a.jpg"])
+    report = f"/v1/batches/{batch_id}/report"
+    huge = client.get(report, params={"offset": 2**63})
+    assert huge.status_code == 422 and huge.json()["code"] == "invalid_request"
+    assert client.get(report, params={"offset": 2**31 - 1}).status_code == 200
+    assert client.get(report, params={"offset": -1}).status_code == 422
+
+
+def test_a_redo_is_offered_and_taken_only_with_a_model_ready_here(
+    client: TestClient, settings: Settings, model_dir
+) -> None:  # type: ignore[no-untyped-def]
+    made = _made_batch(settings, {"m/a.jpg": ["still_dark"]})
+    job_id = made["m/a.jpg"]
+    ready = {m["name"] for m in client.get("/v1/models").json() if m["ready"] and m["allowed"]}
+    assert {"mirnet-lol", "darkroom-night"} <= ready and "mirnet-finetuned" not in ready
+    html = client.get(f"/v1/batches/{_batch_of(client, job_id)}/report").text
+    select = re.search(r'<select data-role="redo-model".*?</select>', _card(html, job_id), re.S)
+    assert select
+    offered = set(re.findall(r"<option[^>]*>([^<]+)</option>", select.group(0)))
+    assert offered == ready
+
+    refused = client.post(
+        f"/v1/jobs/{job_id}/review", json={"decision": "redo", "model": "mirnet-finetuned"}
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "conflict"
+    assert "'mirnet-finetuned' is not installed" in refused.json()["message"]
+    assert str(model_dir) not in refused.json()["message"]
+    assert client.get(f"/v1/jobs/{job_id}").json()["review"]["decision"] is None
+
+
+def test_each_card_offers_only_what_the_review_endpoint_would_take(
+    client: TestClient, settings: Settings
+) -> None:
+    made = _made_batch(
+        settings,
+        {
+            "b/accepted.jpg": ["still_dark"],
+            "b/redone.jpg": ["still_dark"],
+            "b/unreadable.jpg": "invalid_image",
+            "b/missing.jpg": "input_not_found",
+        },
+    )
+    for key, decision in (("b/accepted.jpg", "accepted"), ("b/redone.jpg", "redo")):
+        answer = client.post(f"/v1/jobs/{made[key]}/review", json={"decision": decision})
+        assert answer.status_code == 200, answer.text
+    html = client.get(f"/v1/batches/{_batch_of(client, made['b/accepted.jpg'])}/report").text
+    accepted = _card(html, made["b/accepted.jpg"])
+    assert re.search(r'data-decision="accepted"\s+disabled', accepted)  # already so
+    assert re.search(r'data-decision="rejected"\s*>', accepted)  # may still be changed
+    assert 'data-decision="redo"' in accepted
+    # A redo is final: every decision on that job would be refused (409).
+    assert "data-decision" not in _card(html, made["b/redone.jpg"])
+    # A file that is not a readable photo would fail a redo the same way.
+    assert "data-decision" not in _card(html, made["b/unreadable.jpg"])
+    assert 'data-decision="redo"' in _card(html, made["b/missing.jpg"])
+    assert 'rel="icon"' in html  # no /favicon.ico request to answer 404
+
+
+def test_a_decision_on_an_unflagged_job_is_counted_apart_from_the_queue(
+    client: TestClient, settings: Settings
+) -> None:
+    made = _made_batch(settings, {"c/flagged.jpg": ["still_dark"], "c/plain.jpg": []})
+    batch_id = _batch_of(client, made["c/plain.jpg"])
+    answer = client.post(f"/v1/jobs/{made['c/plain.jpg']}/review", json={"decision": "accepted"})
+    assert answer.status_code == 200, answer.text
+    for review in (answer.json()["batch"], client.get(f"/v1/batches/{batch_id}").json()["review"]):
+        assert review["flagged"] == 1 and review["pending"] == 1
+        decided = review["accepted"] + review["rejected"] + review["redo"]
+        assert review["flagged"] == review["pending"] + decided
+        assert review["unflagged"]["accepted"] == 1  # counted, apart from the queue
+    html = client.get(f"/v1/batches/{batch_id}/report").text
+    assert re.search(r'id="count-unflagged">1<', html)
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +373,9 @@ def test_a_report_link_opens_one_batch_without_a_key(keyed: dict, settings: Sett
     forged = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
     assert anonymous.get(url.path, params={"token": forged}).status_code == 401
     with session_scope(settings.database_url) as session:
+        (key,) = tenants.list_keys(session, one["tenant"])
         expired = sign_report_link(
-            tenants.get_tenant(session, one["tenant"]), uuid.UUID(one["batch"]), -1
+            tenants.get_tenant(session, one["tenant"]), uuid.UUID(one["batch"]), key.id, -1
         )
     assert anonymous.get(url.path, params={"token": expired}).status_code == 401
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from api.app import create_app
-from shared import tenants
+from shared import jobs, tenants
 from shared.config import Settings
 from shared.db.engine import session_factory, session_scope
 from shared.db.tables import ApiKey, JobStatus
 from tests.conftest import jpeg_bytes
 from tests.services import wait_until
+from tests.shared.cli.test_photos import darkroom
 
 
 @dataclass
@@ -137,7 +139,7 @@ def test_a_tenant_sees_nothing_of_another_tenant(
     # globex cannot name acme's objects (or anything outside its own prefix) as input.
     for foreign in (key, "photos/a.jpg", f"{globex.prefix}../{acme.prefix}photos/a.jpg"):
         refused = globex.http.post("/v1/jobs", json={"model": "mirnet-lol", "input_key": foreign})
-        assert refused.status_code in (400, 403), (foreign, refused.text)
+        assert refused.status_code in (403, 422), (foreign, refused.text)
     refused = globex.http.post("/v1/batches", json={"model": "mirnet-lol", "prefix": acme.prefix})
     assert refused.status_code == 403
 
@@ -204,3 +206,68 @@ def test_a_batch_over_the_tenants_quota_is_refused_whole(
     assert acme.http.get("/v1/jobs").json()["items"] == []  # nothing half-created
     accepted = acme.http.post("/v1/batches", json={"model": "mirnet-lol", "keys": keys[:2]})
     assert accepted.status_code == 202
+
+
+def test_a_report_link_ends_with_its_key_and_with_the_tenants_link_secret(
+    auth_settings: Settings, tenant_factory, service_env: dict[str, str], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    acme = tenant_factory()
+    with session_scope(auth_settings.database_url) as session:
+        other_key = tenants.create_key(session, acme.id, "second").secret
+        batch, (job_id,) = jobs.create_batch(
+            session,
+            model="mirnet-lol",
+            options={},
+            inputs=[(auth_settings.input_bucket, f"{acme.prefix}link/a.jpg")],
+            input_prefix=None,
+            tenant_id=acme.id,
+        )
+        assert jobs.claim(session, job_id, "test")
+        assert jobs.succeed(
+            session, job_id, output_bucket=auth_settings.output_bucket, output_key="r", timings={}
+        )
+    report = f"/v1/batches/{batch.id}/report"
+    decide = f"/v1/jobs/{job_id}/review"
+
+    def link(key: str) -> str:
+        made = acme.http.post(
+            f"/v1/batches/{batch.id}/report-link", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert made.status_code == 201, made.text
+        return made.json()["url"].split("token=", 1)[1]
+
+    first, second = link(acme.key), link(other_key)
+    with TestClient(acme.http.app) as anonymous:
+
+        def opens(token: str) -> bool:
+            return anonymous.get(report, params={"token": token}).status_code == 200
+
+        assert opens(first) and opens(second)
+        accepted = anonymous.post(decide, params={"token": first}, json={"decision": "accepted"})
+        assert accepted.status_code == 200, accepted.text
+
+        # Revoking the key that made a link ends the link: page, previews, decisions.
+        with session_scope(auth_settings.database_url) as session:
+            assert tenants.revoke_key(session, acme.key[:12]) == 1
+        assert anonymous.get(report, params={"token": first}).status_code == 401
+        preview = anonymous.get(f"/v1/jobs/{job_id}/previews/after", params={"token": first})
+        assert preview.status_code == 401
+        refused = anonymous.post(decide, params={"token": first}, json={"decision": "rejected"})
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated"
+        assert opens(second)  # the other key's link lives on
+
+        # Rotating the tenant's link secret ends every link it handed out; new ones work.
+        rotated = darkroom(
+            "tenants", "rotate-link-secret", acme.id, env=dict(service_env), cwd=tmp_path
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        assert not opens(second)
+        assert opens(link(other_key))
+        unknown = darkroom(
+            "tenants", "rotate-link-secret", "no-such-tenant", env=dict(service_env), cwd=tmp_path
+        )
+        assert unknown.returncode == 1 and unknown.stderr
+
+        # Whatever a caller puts in a token is a 401, never a fault of the server's.
+        for bad in (second.split(".")[0] + ".\u00e9", "\u00e9.\u00e9", "a.b.c"):
+            assert anonymous.get(report, params={"token": bad}).status_code == 401, bad

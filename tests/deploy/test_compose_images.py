@@ -77,3 +77,23 @@ def test_worker_image_installs_the_worker_extra() -> None:
         extras = tomllib.load(handle)["project"]["optional-dependencies"]
     # Flower runs from the worker image.
     assert any(d.startswith("flower") for d in extras["worker"])
+
+
+def test_the_worker_images_vendor_recipe_installs_what_the_worker_extra_does() -> None:
+    # deploy/Dockerfile.worker's comment shows how to install on a vendor PyTorch image with
+    # --no-deps; a requirement missing there is a worker that fails its first job.
+    text = (ROOT / "deploy" / "Dockerfile.worker").read_text()
+    recipe = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    listed = {_name(r) for r in re.findall(r'"([A-Za-z0-9_.-]+[<>=!~][^"]*)"', recipe)}
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+    wanted = {
+        _name(r)
+        for r in (*project["dependencies"], *project["optional-dependencies"]["worker"])
+        if _name(r) not in ("torch", "torchvision")  # the vendor image's own
+    }
+    assert wanted <= listed, f"missing from the vendor recipe: {sorted(wanted - listed)}"
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -34,9 +35,9 @@ CRD_KINDS = {"ScaledObject", "TriggerAuthentication"}
 FAMILIES = sorted({entry.family for entry in CATALOGUE.values()})
 
 
-def render(overlay: str) -> list[dict[str, Any]]:
+def render(overlay: str, root: Path = K8S) -> list[dict[str, Any]]:
     done = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        ["kubectl", "kustomize", str(root / "overlays" / overlay)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -200,7 +201,7 @@ def test_scraped_pods_annotate_the_ports_they_serve_metrics_on(overlay: str) -> 
     for name, obj in objects(overlay, "Deployment").items():
         notes = obj["spec"]["template"]["metadata"].get("annotations", {})
         if notes.get("prometheus.io/scrape") != "true":
-            assert name == "darkroom-flower"
+            assert name in ("darkroom-flower", "darkroom-maintenance")
             continue
         served = {
             p["containerPort"] for p in obj["spec"]["template"]["spec"]["containers"][0]["ports"]
@@ -234,7 +235,7 @@ def test_nothing_starts_before_the_migration(overlay: str) -> None:
         "upgrade",
     ]
     for name, spec in pod_specs(overlay):
-        if name.startswith(("darkroom-api", "darkroom-worker-")):
+        if name.startswith(("darkroom-api", "darkroom-worker-", "darkroom-maintenance")):
             (init,) = spec["initContainers"]
             assert subcommand_of(init["command"]) == ["db", "check"]
             assert float(options_of(init["command"])["--wait"]) > 0
@@ -257,3 +258,77 @@ def test_the_overlays_cap_each_family_for_their_cluster() -> None:
         assert {
             o["metadata"]["namespace"] for o in RENDERED[overlay] if o["kind"] != "Namespace"
         } == {"darkroom"}
+
+
+def kustomization(overlay: str) -> dict[str, Any]:
+    return yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_scales_each_family_on_the_sum_of_its_two_lists(overlay: str) -> None:
+    """KEDA hands the HPA one metric per trigger and the HPA follows the largest, so ten jobs
+    handed back plus ten new ones would ask for as many workers as ten. A formula adding the
+    named triggers makes one metric of the whole queue."""
+    for name, scaled in objects(overlay, "ScaledObject").items():
+        spec = scaled["spec"]
+        names = [trigger.get("name") or "" for trigger in spec["triggers"]]
+        assert all(n.isidentifier() for n in names) and len(set(names)) == len(names), name
+        modifiers = spec["advanced"]["scalingModifiers"]
+        terms = [term.strip() for term in modifiers["formula"].split("+")]
+        assert sorted(terms) == sorted(names), f"{name}: {modifiers['formula']!r}"
+        assert modifiers.get("metricType", "AverageValue") == "AverageValue", name
+        # Jobs per worker, as each list's trigger says; one job on either list wakes a worker.
+        per_worker = {trigger["metadata"]["listLength"] for trigger in spec["triggers"]}
+        assert per_worker == {modifiers["target"]}, name
+        assert float(modifiers.get("activationTarget", "0")) == 0, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_an_image_its_overlay_names(overlay: str) -> None:
+    images = kustomization(overlay)["images"]
+    assert {image["name"] for image in images} == {"darkroom-api", "darkroom-worker"}
+    named = {f"{image['newName']}:{image['newTag']}" for image in images}
+    assert {container["image"] for _, container in containers(overlay)} == named
+
+
+def test_the_readme_builds_pushes_and_points_the_images_the_overlays_name() -> None:
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    (pointed,) = re.findall(r"kustomize edit set image((?:\s+\\?\s*\S+=\S+)+)", readme)
+    refs = dict(pair.split("=", 1) for pair in pointed.replace("\\", " ").split())
+    assert set(refs) == {image["name"] for image in kustomization("small")["images"]}
+    built = dict(re.findall(r"docker build -f deploy/Dockerfile\.(\w+) -t (\S+) \.", readme))
+    pushed = set(re.findall(r"docker push (\S+)", readme))
+    for name, ref in refs.items():
+        assert built[name.removeprefix("darkroom-")] == ref and ref in pushed, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_maintenance_always_runs_without_a_gpu_or_torch(overlay: str) -> None:
+    """KEDA takes every worker family down to zero, and with it the threads that reap dead
+    workers' jobs, re-send jobs the broker lost, send webhooks and expire results: a job whose
+    message was lost would stay queued with nothing to start a worker. One small pod does all
+    of that whatever the queues hold, on the image that has no torch."""
+    deployments = objects(overlay, "Deployment")
+    maintenance = deployments["darkroom-maintenance"]["spec"]
+    assert maintenance["replicas"] == 1
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"] for o in objects(overlay, "ScaledObject").values()
+    }
+    scaled |= {
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in objects(overlay, "HorizontalPodAutoscaler").values()
+    }
+    assert "darkroom-maintenance" not in scaled
+    (container,) = maintenance["template"]["spec"]["containers"]
+    assert container["command"][0] == "darkroom"
+    assert subcommand_of(container["command"]) == ["maintenance"]
+    api = deployments["darkroom-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == api["image"]
+    refs = {
+        ref.get("configMapRef", ref.get("secretRef", {}))["name"] for ref in container["envFrom"]
+    }
+    assert refs == {"darkroom-settings", "darkroom-secrets"}
+    resources = container["resources"]
+    assert "memory" in resources["limits"] and "memory" in resources["requests"]
+    assert "nvidia.com/gpu" not in resources["limits"]
+    assert "nodeSelector" not in maintenance["template"]["spec"]

@@ -53,3 +53,14 @@ def test_review_thresholds_are_set_one_rule_at_a_time(monkeypatch: pytest.Monkey
     monkeypatch.setenv("DARKROOM_REVIEW__LIGHTS_BLOWN", "lots")
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity", "1e400"])
+def test_a_review_threshold_must_be_finite(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """A NaN threshold would be accepted and its rule would silently never trip."""
+    monkeypatch.setenv("DARKROOM_REVIEW__STILL_DARK", value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert [error["loc"] for error in refused.value.errors()] == [("review", "still_dark")]
+    with pytest.raises(ValidationError):
+        ReviewThresholds(lights_blown=float(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,22 @@ def test_no_code_is_written_as_a_string_literal(package: str) -> None:
         hit for path in sorted((ROOT / package).rglob("*.py")) for hit in _literal_codes(path)
     ]
     assert literals == []
+
+
+def _readme_statuses() -> dict[str, str]:
+    """The README's table of codes: code -> status as written (a number, "job", "its own")."""
+    rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]+?) \|", (ROOT / "README.md").read_text(), re.M)
+    codes = [code for code, _ in rows if code in ErrorCode.__members__]
+    assert len(codes) == len(set(codes)), "a code is listed twice"
+    return {code: status for code, status in rows if code in ErrorCode.__members__}
+
+
+def test_the_readme_gives_each_code_its_one_status() -> None:
+    """Clients branch on the status as well as the code: whichever class (or check) answers a
+    code, it answers with the status the README gives it."""
+    documented = _readme_statuses()
+    assert set(documented) == set(ErrorCode)
+    for cls in [DarkroomError, *_subclasses(DarkroomError)]:
+        if documented[cls.code].isdigit():
+            assert cls.http_status == int(documented[cls.code]), cls
+    assert documented[ErrorCode.invalid_request] == "422"  # as the API's schema errors

@@ -4,6 +4,8 @@ disk."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
@@ -254,3 +256,14 @@ def test_bmp_input_is_written_as_png() -> None:
     encoded = encode(decoded, decoded.pixels)
     assert (decoded.format, encoded.format, encoded.extension) == ("BMP", "PNG", ".png")
     assert encoded.content_type == "image/png"
+
+
+def test_the_readme_states_what_an_input_in_a_format_darkroom_cannot_write_gives() -> None:
+    # The job options table once said "the input's format", and an AVIF came back as a PNG.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `output_format` |"))
+    default = row.split("|")[3]
+    for read_only in ("AVIF", "GIF", "BMP"):
+        assert output_format(read_only, None) == "PNG"
+    assert "PNG" in default and "AVIF" in default
+    assert output_format("MPO", None) == "JPEG" and "MPO" in default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -11,8 +12,9 @@ from shared import jobs
 from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import JobStatus
-from shared.errors import RetryLater
+from shared.errors import RetryLater, StorageError
 from tests.conftest import jpeg_bytes
+from workers import quality
 from workers.pipeline import WorkerContext, backoff, output_key, run_job
 
 
@@ -70,7 +72,8 @@ def test_unavailable_model_fails_its_job_only(settings: Settings, s3, tmp_path) 
     assert run_job(job_id, ctx) == JobStatus.failed
     job = _job(settings, job_id)
     assert job.error_code == "model_unavailable"
-    assert "DARKROOM_MODEL_DIR" in (job.error_message or "")
+    assert "mirnet-lol" in (job.error_message or "")
+    assert str(tmp_path) not in (job.error_message or "")  # server paths go to the log only
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings: Settings) -> None:
@@ -143,7 +146,7 @@ def test_unknown_steps_and_tasks_are_refused_at_submission(client, settings: Set
     bad_step = client.post("/v1/jobs", json={"input_key": "a.png", "model": "mirnet-lol+nope"})
     assert bad_step.status_code == 422 and bad_step.json()["code"] == "model_not_found"
     bad_task = client.post("/v1/jobs", json={"input_key": "a.png", "model": "ipt-pretrain:sr-x9"})
-    assert bad_task.status_code == 400 and "sr-x3" in bad_task.json()["message"]
+    assert bad_task.status_code == 422 and "sr-x3" in bad_task.json()["message"]
     preset = client.post("/v1/jobs", json={"input_key": "a.png", "model": "handheld-night"})
     assert preset.status_code == 202 and preset.json()["model"] == "handheld-night"
 
@@ -158,3 +161,65 @@ def _png_bytes() -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "PNG")
     return out.getvalue()
+
+
+def _failures(model: str, error: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "darkroom_worker_measure_failures_total", {"model": model, "error": error}
+    )
+    return value or 0.0
+
+
+def test_a_measure_that_raises_keeps_the_restored_photo(
+    settings: Settings, s3, model_dir: object, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    # What a worker without PyWavelets met on every job: scikit-image's noise estimate raising.
+    def broken(*args: object) -> object:
+        raise ImportError("PyWavelets is not installed")
+
+    monkeypatch.setattr(quality, "measure", broken)
+    s3.put_object(Bucket=settings.input_bucket, Key="measure.jpg", Body=jpeg_bytes())
+    # Thresholds every result would trip, had it been measured.
+    tripping = {"still_dark": 1.0, "input_well_exposed": 0.0}
+    job_id = _new_job(settings, "measure.jpg")
+    with session_factory(settings.database_url).begin() as session:
+        jobs.get_job(session, job_id).options = {"review": tripping}
+    before = _failures("mirnet-lol", "ImportError")
+
+    with caplog.at_level(logging.WARNING, logger="workers.pipeline"):
+        assert run_job(job_id, WorkerContext.build(settings)) == JobStatus.succeeded
+
+    job = _job(settings, job_id)
+    assert job.status == JobStatus.succeeded and job.error_code is None
+    assert job.output_key == output_key(job, ".jpg")
+    s3.head_object(Bucket=settings.output_bucket, Key=job.output_key)  # the photo is stored
+    assert job.quality is None
+    assert job.measure_error is not None and "PyWavelets is not installed" in job.measure_error
+    assert not job.flagged and not job.review_reasons  # no rule read missing figures
+    assert job.before_preview_key is None and job.after_preview_key is None
+    assert _failures("mirnet-lol", "ImportError") == before + 1
+    logged = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(job_id) in r.getMessage() and r.exc_info for r in logged)
+
+
+def test_previews_that_cannot_be_stored_keep_the_photo_and_its_signals(
+    settings: Settings, s3, model_dir: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3.put_object(Bucket=settings.input_bucket, Key="nopreview.jpg", Body=jpeg_bytes())
+    ctx = WorkerContext.build(settings)
+    put = ctx.storage.put
+
+    def refuse_previews(bucket: str, key: str, data: bytes, content_type: str) -> None:
+        if "previews/" in key:
+            raise StorageError("the store refused the preview")
+        put(bucket, key, data, content_type)
+
+    monkeypatch.setattr(ctx.storage, "put", refuse_previews)
+    job_id = _new_job(settings, "nopreview.jpg")
+    assert run_job(job_id, ctx) == JobStatus.succeeded
+    job = _job(settings, job_id)
+    assert job.quality is not None and job.quality["result"]["mean_luma"] > 0
+    assert job.before_preview_key is None
+    assert job.measure_error is not None and "refused the preview" in job.measure_error

@@ -69,7 +69,8 @@ def test_add_registers_a_spandrel_checkpoint_and_a_job_can_use_it(
     assert added.returncode == 0, added.stderr
     assert "NAFNet" in added.stdout
     listed = darkroom("models", "list", env=env, cwd=tmp_path)
-    assert "my-deblur" in listed.stdout and "darkroom.spandrel" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["my-deblur"])
+    assert row.split()[2] == "spandrel"  # its family: the queue darkroom.spandrel
 
     photo = tmp_path / "in" / "shot.png"
     photo.parent.mkdir()
@@ -187,13 +188,32 @@ def test_list_says_plainly_which_models_are_non_commercial(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     listed = darkroom("models", "list", env=env, cwd=tmp_path)
-    row = next(line for line in listed.stdout.splitlines() if line.split()[1:2] == ["zero-dce"])
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["zero-dce"])
     assert "NON-COMMERCIAL" in row and "refused" in row
     allowed = darkroom(
         "models", "list", env={**env, "DARKROOM_ALLOW_NONCOMMERCIAL_MODELS": "true"}, cwd=tmp_path
     )
-    row = next(line for line in allowed.stdout.splitlines() if line.split()[1:2] == ["zero-dce"])
-    assert "NON-COMMERCIAL" in row and "allowed here" in row
+    row = next(line for line in allowed.stdout.splitlines() if line.split()[:1] == ["zero-dce"])
+    assert "NON-COMMERCIAL" in row and "allowed" in row
+
+
+def test_list_fits_an_80_column_terminal_and_show_has_the_rest(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    listed = darkroom("models", "list", env={**env, "COLUMNS": "80"}, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for name in CATALOGUE:  # every name whole, on a line of its own: one line a model
+        rows = [line for line in lines if line.split()[:1] == [name]]
+        assert len(rows) == 1, name
+    assert len(lines) <= len(CATALOGUE) + 6  # header, rule, blank lines and the two notes
+    shown = darkroom("models", "show", "zero-dce", env={**env, "COLUMNS": "80"}, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    words = " ".join(shown.stdout.split())
+    assert "CC BY-NC 4.0" in words and "zero-dce_Epoch99.pth" in words
+    unknown = darkroom("models", "show", "no-such-model", env=env, cwd=tmp_path)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
 
 
 def test_add_accepts_the_published_dncnn_file_and_it_restores_the_reference(

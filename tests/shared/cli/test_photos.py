@@ -20,7 +20,7 @@ def darkroom(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}
     return subprocess.run(
         [str(BIN / "darkroom"), *args],
-        env={**clean, **env, "COLUMNS": "200"},
+        env={**clean, "COLUMNS": "200", **env},
         cwd=cwd,
         capture_output=True,
         text=True,

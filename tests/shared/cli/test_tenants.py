@@ -71,3 +71,21 @@ def test_a_tenants_review_thresholds_are_set_shown_and_reset(tmp_path: Path) -> 
         assert refused.returncode == 1 and refused.stderr, bad
     reset = darkroom("tenants", "review", "studio-two", "--reset", env=env, cwd=tmp_path)
     assert reset.returncode == 0 and "tenant" not in reset.stdout.split("review rules of")[1]
+
+
+def test_a_review_threshold_that_is_not_a_finite_number_is_one_line_of_error(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """On PostgreSQL, whose json refuses NaN and the infinities: refused before it is stored,
+    as a threshold that is not a number at all is, and the tenant's rules stay as they were."""
+    tenant = f"nan-{uuid.uuid4().hex[:6]}"
+    env = dict(service_env)
+    assert darkroom("tenants", "create", tenant, env=env, cwd=tmp_path).returncode == 0
+    for bad in ("still_dark=nan", "still_dark=inf", "still_dark=-Infinity", "still_dark=1e400"):
+        refused = darkroom("tenants", "review", tenant, bad, env=env, cwd=tmp_path)
+        assert refused.returncode == 1, (bad, refused.stdout, refused.stderr)
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "still_dark" in lines[0], (bad, refused.stderr)
+    shown = darkroom("tenants", "review", tenant, env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "tenant" not in shown.stdout.split("review rules of")[1]  # nothing was stored

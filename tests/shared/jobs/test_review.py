@@ -4,14 +4,20 @@ and the order of the report."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
 
 from shared import jobs, tenants
 from shared.catalogue import ModelStore
 from shared.config import Settings
 from shared.db.engine import session_scope
-from shared.db.tables import JobStatus, ReviewDecision
+from shared.db.tables import Job, JobStatus, ReviewDecision
+from shared.errors import Conflict, ErrorCode
+from shared.jobs.review import RESULT_RULES, ready_models
 from shared.queue.dispatch import NoDispatch
-from shared.review import Reason
+from shared.review import RULES, Reason
 from shared.storage import make_storage
 from shared.tenants import OPERATOR
 
@@ -22,7 +28,9 @@ def _reason(rule: str) -> Reason:
     return {"rule": rule, "message": f"{rule}: because", "value": 1.0, "threshold": 0.5}
 
 
-def _finished_batch(settings: Settings, outcomes: dict[str, list[str] | None]) -> uuid.UUID:
+def _finished_batch(
+    settings: Settings, outcomes: dict[str, list[str] | None], input_prefix: str | None = None
+) -> uuid.UUID:
     """A batch whose jobs finished: per input key, the rules it tripped, or None for failed."""
     with session_scope(settings.database_url) as session:
         batch, ids = jobs.create_batch(
@@ -30,7 +38,7 @@ def _finished_batch(settings: Settings, outcomes: dict[str, list[str] | None]) -
             model="mirnet-lol",
             options={},
             inputs=[(settings.input_bucket, key) for key in outcomes],
-            input_prefix=None,
+            input_prefix=input_prefix,
         )
         for job_id, rules in zip(ids, outcomes.values(), strict=True):
             assert jobs.claim(session, job_id, "test")
@@ -111,12 +119,13 @@ def test_the_queue_pages_flagged_jobs_and_counts_follow_decisions(settings: Sett
         decided, _ = jobs.review_queue(session, batch_id, which="decided")
         assert [j.id for j in decided] == [flagged_e.id]
         assert len(jobs.review_queue(session, batch_id, which="all")[0]) == 3
-        # The report: awaiting review by name, then decided, then failed, then the rest.
+        # The report: awaiting review (a result gone wrong, then an input rule only), then
+        # decided, then failed, then the rest.
         page, matching = jobs.report_jobs(session, batch_id)
         assert matching == 5
         assert [j.input_key for j in page] == [
-            "q/c.jpg",
             "q/d.jpg",
+            "q/c.jpg",
             "q/e.jpg",
             "q/b.jpg",
             "q/a.jpg",
@@ -125,3 +134,147 @@ def test_the_queue_pages_flagged_jobs_and_counts_follow_decisions(settings: Sett
         assert count == 1 and failed[0].input_key == "q/b.jpg"
         pending, count = jobs.report_jobs(session, batch_id, show="pending", rule="still_dark")
         assert count == 1 and pending[0].input_key == "q/d.jpg"
+
+
+def _decide(
+    settings: Settings, job_id: uuid.UUID, decision: ReviewDecision, **kw: Any
+) -> tuple[Job, Job | None]:
+    with session_scope(settings.database_url) as session:
+        return jobs.decide(
+            session,
+            settings,
+            NoDispatch(),
+            ModelStore(settings, make_storage(settings)),
+            job_id,
+            decision,
+            caller=OPERATOR,
+            **kw,
+        )
+
+
+def _ids(settings: Settings, batch_id: uuid.UUID) -> dict[str, uuid.UUID]:
+    with session_scope(settings.database_url) as session:
+        rows = session.execute(select(Job.input_key, Job.id).where(Job.batch_id == batch_id))
+        return {key: job_id for key, job_id in rows}
+
+
+def test_the_report_orders_api_uploads_by_file_name_not_by_their_random_token(
+    settings: Settings,
+) -> None:
+    uploads = _finished_batch(
+        settings,
+        {
+            "uploads/zq81/b.jpg": [],
+            "uploads/a7c2/c.jpg": [],
+            "uploads/m4k0/a.jpg": [],
+            "uploads/b001/a.jpg": [],
+            "d.jpg": [],  # a key with no folder is all name
+        },
+    )
+    # A batch made from a prefix shows each photo's path under it: ordered as those paths.
+    folders = _finished_batch(
+        settings,
+        {"p/winter/a.jpg": [], "p/summer/x.jpg": [], "p/summer/b.jpg": []},
+        input_prefix="p/",
+    )
+    with session_scope(settings.database_url) as session:
+        page, _ = jobs.report_jobs(session, uploads)
+        assert [j.input_key for j in page] == [
+            "uploads/b001/a.jpg",  # the same name twice: by the whole key
+            "uploads/m4k0/a.jpg",
+            "uploads/zq81/b.jpg",
+            "uploads/a7c2/c.jpg",
+            "d.jpg",
+        ]
+        page, _ = jobs.report_jobs(session, folders)
+        assert [j.input_key for j in page] == ["p/summer/b.jpg", "p/summer/x.jpg", "p/winter/a.jpg"]
+
+
+def test_the_report_puts_results_gone_wrong_before_inputs_beyond_help(
+    settings: Settings,
+) -> None:
+    assert set(RESULT_RULES) < set(RULES)
+    batch_id = _finished_batch(
+        settings,
+        {
+            "w/a.jpg": ["input_well_exposed"],
+            "w/b.jpg": ["input_blurred"],
+            "w/c.jpg": ["noise_amplified"],
+            "w/d.jpg": ["colour_shifted", "input_too_dark"],  # one result rule is enough
+            "w/e.jpg": ["input_too_dark"],
+            "w/f.jpg": ["still_dark"],
+            "w/g.jpg": [],
+        },
+    )
+    with session_scope(settings.database_url) as session:
+        page, _ = jobs.report_jobs(session, batch_id)
+    assert [j.input_key for j in page] == [
+        "w/c.jpg",
+        "w/d.jpg",
+        "w/f.jpg",
+        "w/a.jpg",
+        "w/b.jpg",
+        "w/e.jpg",
+        "w/g.jpg",
+    ]
+
+
+def test_decisions_on_unflagged_jobs_are_counted_apart_so_the_queue_adds_up(
+    settings: Settings,
+) -> None:
+    batch_id = _finished_batch(
+        settings,
+        {"u/flagged.jpg": ["still_dark"], "u/other.jpg": ["lights_blown"], "u/plain.jpg": []},
+    )
+    ids = _ids(settings, batch_id)
+    _decide(settings, ids["u/flagged.jpg"], ReviewDecision.accepted)
+    _decide(settings, ids["u/plain.jpg"], ReviewDecision.accepted)
+    with session_scope(settings.database_url) as session:
+        counts = jobs.review_counts(session, batch_id)
+    assert counts.flagged == 2 and counts.pending == 1
+    assert counts.flagged == counts.pending + sum(counts.decisions.values())
+    assert counts.decisions == {"accepted": 1, "rejected": 0, "redo": 0}
+    assert counts.unflagged == {"accepted": 1, "rejected": 0, "redo": 0}
+
+
+def test_a_redo_naming_a_model_without_weights_is_refused_at_the_request(
+    settings: Settings,
+) -> None:
+    store = ModelStore(settings, make_storage(settings))
+    ready = ready_models(store)
+    # The suite installs mirnet-lol's weights; darkroom-night's ship in the package.
+    assert {"mirnet-lol", "darkroom-night"} <= set(ready)
+    not_ready = [e.name for e in store.entries() if store.allowed(e) and not store.ready(e)]
+    assert "mirnet-finetuned" in not_ready and not set(not_ready) & set(ready)
+    batch_id = _finished_batch(settings, {"r/a.jpg": ["still_dark"], "r/b.jpg": None})
+    ids = _ids(settings, batch_id)
+    for model in ("mirnet-finetuned", "mirnet-lol+mirnet-finetuned"):
+        with pytest.raises(Conflict) as refused:
+            _decide(settings, ids["r/a.jpg"], ReviewDecision.redo, model=model)
+        assert refused.value.code == ErrorCode.conflict
+        assert "'mirnet-finetuned' is not installed" in refused.value.message
+        assert str(store.local_dir) not in refused.value.message  # no server paths
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, ids["r/a.jpg"])
+        assert job is not None and job.review_decision is None  # nothing was spent
+        assert not session.scalar(select(func.count()).where(Job.redo_of == job.id))
+    _, redo = _decide(settings, ids["r/b.jpg"], ReviewDecision.redo, model="mirnet-lol")
+    assert redo is not None and redo.model == "mirnet-lol"
+
+
+def test_a_decision_on_an_unfinished_job_is_refused_in_plain_words(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        _, (job_id,) = jobs.create_batch(
+            session,
+            model="mirnet-lol",
+            options={},
+            inputs=[(settings.input_bucket, "busy/a.jpg")],
+            input_prefix=None,
+        )
+        assert jobs.claim(session, job_id, "test")
+    with pytest.raises(Conflict) as redo:
+        _decide(settings, job_id, ReviewDecision.redo)
+    assert redo.value.message.endswith("is running: only a succeeded or failed job can be redone")
+    with pytest.raises(Conflict) as accepted:
+        _decide(settings, job_id, ReviewDecision.accepted)
+    assert accepted.value.message.endswith("only a succeeded job can be accepted")

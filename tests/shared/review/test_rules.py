@@ -99,6 +99,14 @@ def test_overrides_are_validated(overrides: dict) -> None:
         validate_overrides(overrides)
 
 
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), float("-inf"), 10**400])
+def test_overrides_must_be_finite(threshold: float) -> None:
+    """NaN never compares true, so its rule would never trip; PostgreSQL's json stores neither
+    it nor an infinity."""
+    with pytest.raises(ValueError, match="still_dark"):
+        validate_overrides({"still_dark": threshold})
+
+
 def test_valid_overrides_become_floats_or_false() -> None:
     assert validate_overrides({"still_dark": 1, "lights_blown": False}) == {
         "still_dark": 1.0,
@@ -108,3 +116,15 @@ def test_valid_overrides_become_floats_or_false() -> None:
 
 def test_every_rule_has_a_server_threshold() -> None:
     assert set(RULES) == set(ReviewThresholds.model_fields)
+
+
+def test_no_rule_trips_on_figures_that_were_not_measured() -> None:
+    # Thresholds every measured job trips ("above" rules at -1e9, "below" ones at 1e9)...
+    everything = {name: -1e9 if RULES[name].trips(1.0, 0.5) else 1e9 for name in RULES}
+    assert len(check(quality(), everything)) == len(RULES)
+    # ...and none of them trips on figures that are not there.
+    assert check(None, everything) == []  # measuring failed: nothing to judge
+    assert check({}, everything) == []
+    assert check({"input": {}, "result": {}}, everything) == []
+    partial = quality(mean_luma=float("nan"))
+    assert "still_dark" not in tripped(partial, {"still_dark": 0.25})

@@ -68,7 +68,7 @@ def test_the_api_refuses_a_private_webhook_target(settings: Settings, s3) -> Non
             "/v1/jobs",
             json={"input_key": "x.jpg", "webhook_url": "https://169.254.169.254/"},
         )
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["code"] == "invalid_webhook"
 
 
