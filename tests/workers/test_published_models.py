@@ -111,9 +111,23 @@ def tolerance(case: str) -> float:
     return float(manifest()[case]["tolerance"]["max_abs_vs_png"])
 
 
+AWAITING = {
+    "mobileie-lolv1",
+    "mobileie-lolv2-real",
+    "cpga-net-plus-lolv1",
+    "cpga-net-plus-bdsf-lolv1",
+    "cpga-net-pp-lolv1",
+    "flol-plus-lolv2-real",
+    "flol-plus-uhdll",
+}
+"""The 2024-2025 lightweight models the pack added, which issue #30 implements: each moves
+into :data:`CASES` when its architecture lands."""
+
+
 def test_every_reference_model_has_a_case() -> None:
     conformance = {key for key, item in manifest().items() if item["outputs"]}
-    assert conformance == set(CASES)
+    assert conformance - AWAITING == set(CASES)
+    assert not AWAITING & set(CASES)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
