@@ -41,10 +41,10 @@ from rich.console import Console
 from benchmarks.flops import peak_tflops
 from benchmarks.models import ModelPass, checkpoint
 from benchmarks.reports import print_acceleration
+from restoration.restorers import TiledRestorer, half_dtype, load_restorer
+from restoration.tiling import full_batches_shape
 from shared.catalogue import CATALOGUE, ModelEntry
 from shared.config import ACCELERATIONS, Acceleration, Settings
-from workers.restorers import TiledRestorer, half_dtype, load_restorer
-from workers.tiling import full_batches_shape
 
 _T = TypeVar("_T")
 

@@ -1,6 +1,7 @@
 """One 12-megapixel JPEG through ``darkroom submit`` (embedded) beside the model alone on it.
 
-Each row runs in fresh processes, because malloc's set-up is process-wide (``workers.allocator``):
+Each row runs in fresh processes, because malloc's set-up is process-wide
+(``restoration.device.allocator``):
 
 * **end to end**: ``darkroom submit photo.jpg --out DIR`` with a fresh ``DARKROOM_HOME`` (SQLite,
   a local object folder, the job run in that process), wall time from start to exit, and the
@@ -50,7 +51,7 @@ from PIL import Image
 from benchmarks.models import ModelPass
 from shared.catalogue import BUNDLED_WEIGHTS, CATALOGUE
 from shared.config import Settings
-from workers.restorers import load_restorer
+from restoration.restorers import load_restorer
 entry = CATALOGUE[sys.argv[1]]
 settings = Settings()
 restorer = load_restorer(entry, BUNDLED_WEIGHTS / entry.weights_file, torch.device("cpu"), settings)

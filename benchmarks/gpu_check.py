@@ -30,17 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from restoration.architectures.nafnet_night import NightNAFNet
+from restoration.device.acceleration import accelerate
+from restoration.device.batching import DeviceBatcher, DeviceThread
+from restoration.device.precision import autocast, autocast_dtype, finite_or_float32, native_bf16
+from restoration.padding import SizeRequirements
+from restoration.restorers import load_restorer
+from restoration.tile_plan import TileConfig
+from restoration.tiling import restore_with_oom_fallback, tiled_forward
 from shared.catalogue import BUNDLED_WEIGHTS, CATALOGUE
 from shared.config import Acceleration, Settings
-from workers.acceleration import accelerate
-from workers.archs.nafnet_night import NightNAFNet
-from workers.batching import DeviceBatcher, DeviceThread
 from workers.gpus import resolve_gpus
-from workers.padding import SizeRequirements
-from workers.precision import autocast, autocast_dtype, finite_or_float32, native_bf16
-from workers.restorers import load_restorer
-from workers.tile_plan import TileConfig
-from workers.tiling import restore_with_oom_fallback, tiled_forward
 
 CUDA_ONLY = "cuda only"
 
@@ -260,8 +260,8 @@ def _family_weights(folder: Path) -> dict[str, Path]:
     (precision against float32 depends on the arithmetic, not on trained weights)."""
     from spandrel.architectures.NAFNet import NAFNet
 
-    from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
-    from workers.archs.zero_dce import ZeroDCE
+    from restoration.architectures.mirnet import MIRNet, save_mirnet_checkpoint
+    from restoration.architectures.zero_dce import ZeroDCE
 
     torch.manual_seed(0)
     save_mirnet_checkpoint(MIRNet(num_features=16, number_msrb=1, number_rrg=1), folder / "m.pt")
@@ -361,7 +361,7 @@ def check_second_thread(device: torch.device, quick: bool) -> Check:
 def check_large_output(device: torch.device, quick: bool) -> Check:
     """Defect 6: an x4 output too large for the device is accumulated and transposed on the
     host: peak device memory stays far below the output's size."""
-    from workers.restorers import TiledRestorer
+    from restoration.restorers import TiledRestorer
 
     class Upscale4(torch.nn.Module):
         def __init__(self) -> None:

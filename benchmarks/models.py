@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.flops import count_flops
+from restoration.restorers import TiledRestorer, load_restorer
+from restoration.tile_plan import full_batches_shape
+from restoration.tiling import tiled_forward
 from shared.catalogue import BUNDLED_WEIGHTS, CATALOGUE, ModelEntry
 from shared.config import Settings
-from workers.restorers import TiledRestorer, load_restorer
-from workers.tile_plan import full_batches_shape
-from workers.tiling import tiled_forward
 
 
 def _spandrel_builders() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -57,7 +57,7 @@ def checkpoint(name: str, folder: Path) -> Path:
     path = folder / entry.weights_file
     torch.manual_seed(0)
     if entry.architecture == "mirnet":
-        from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
+        from restoration.architectures.mirnet import MIRNet, save_mirnet_checkpoint
 
         save_mirnet_checkpoint(MIRNet(), path)
     else:

@@ -37,13 +37,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
+    from imaging import quality
+    from imaging.decoding import decode
+    from imaging.encoding import encode
     from shared import jobs
     from shared.catalogue import ModelStore
     from shared.db.engine import session_factory
     from shared.queue.dispatch import NoDispatch
-    from workers import quality
-    from workers.decoding import decode
-    from workers.encoding import encode
     from workers.pipeline import WorkerContext, run_inline
 
     console = Console()

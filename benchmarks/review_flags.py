@@ -92,7 +92,7 @@ def _sources(which: str, shared_dir: Path, limit: int | None) -> tuple[list[Path
 
 
 def labelled_batch(which: str, shared_dir: Path, limit: int | None = None) -> Iterator[Photo]:
-    from workers.degradation import DegradationParams, degrade, sample_params
+    from degradation.recipe import DegradationParams, degrade, sample_params
 
     clean_paths, lows = _sources(which, shared_dir, limit)
     seed = TUNE_SEED if which == "tune" else EVAL_SEED

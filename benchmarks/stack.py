@@ -112,7 +112,7 @@ def tiny_mirnet(folder: Path, features: int = 8) -> Path:
     Returns the folder (``DARKROOM_MODEL_DIR``)."""
     import torch
 
-    from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
+    from restoration.architectures.mirnet import MIRNet, save_mirnet_checkpoint
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)

@@ -52,10 +52,10 @@ from benchmarks.flops import peak_tflops
 from benchmarks.models import ModelPass
 from benchmarks.reports import print_throughput
 from benchmarks.stack import Finished, Stack, local_stack, submit_batch, tiny_mirnet, wait_batch
+from imaging.decoding import decode
+from restoration.device.acceleration import to_device
+from restoration.restorers import TiledRestorer, load_restorer
 from shared.catalogue import CATALOGUE, ModelEntry
-from workers import imaging
-from workers.acceleration import to_device
-from workers.restorers import TiledRestorer, load_restorer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 REFERENCE_SIDE = 400
@@ -93,7 +93,7 @@ class Rate:
 def raw_model_limit(restorer: TiledRestorer, photo: bytes, repeat: int) -> Rate:
     """Forward passes alone on the photo's tiles (``benchmarks.models.ModelPass``); the first
     pass, not timed, warms up and counts the FLOPs."""
-    decoded = imaging.decode(photo, max_pixels=10**9)
+    decoded = decode(photo, max_pixels=10**9)
     height, width = decoded.pixels.shape[:2]
     model = ModelPass(restorer, to_device(decoded.pixels, restorer.device))
     flops = model.flops()

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from workers.night_scenes import degrade_scene  # noqa: E402
+from degradation.night_scenes import degrade_scene  # noqa: E402
 
 
 def _photos(folder: Path, count: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -30,9 +30,9 @@ DEFAULT_TENANT = "default"
 """The tenant everything belongs to while API keys are off (``DARKROOM_AUTH=none``)."""
 
 Acceleration = Literal["eager", "channels_last", "compile", "compile+channels_last"]
-"""How a worker runs a model (``workers.acceleration``): as written, with channels-last weights
-and inputs, compiled by ``torch.compile`` for its tile shape, or both. A setting's value type,
-so it lives here; catalogue entries name one too."""
+"""How a worker runs a model (``restoration.device.acceleration``): as written, with channels-last
+weights and inputs, compiled by ``torch.compile`` for its tile shape, or both. A setting's value
+type, so it lives here; catalogue entries name one too."""
 ACCELERATIONS: tuple[Acceleration, ...] = get_args(Acceleration)
 
 
@@ -73,7 +73,7 @@ class ReviewThresholds(BaseModel):
     colour_shifted: float | None = 3.0
     """Colour cast of the result (strongest over weakest channel's edge contrast) above this."""
     input_blurred: float | None = 0.255
-    """Sharpness of the result (a Laplacian of Gaussian's spread, ``workers.quality``) below
+    """Sharpness of the result (a Laplacian of Gaussian's spread, ``imaging.quality``) below
     this: the model could not undo the input's blur."""
     input_too_dark: float | None = 0.03
     """Mean luma of the input below this: too little light left to restore."""
@@ -153,8 +153,8 @@ class Settings(BaseSettings):
     """Tiles per forward pass of one job."""
     device_batch_tiles: int = Field(default=0, ge=0)
     """Most tiles in one forward pass when a worker holding several jobs merges their tile
-    batches (same model, task and tile shape) into one pass (``workers.batching``); 0 or 1: no
-    merging, each job holds the device for its whole restore. Only used with
+    batches (same model, task and tile shape) into one pass (``restoration.device.batching``); 0 or
+    1: no merging, each job holds the device for its whole restore. Only used with
     ``worker_concurrency`` above 1; a merged pass needs this many tiles' activations at once."""
     device: str = "auto"
     """``auto`` picks CUDA when available, else CPU."""
@@ -167,9 +167,9 @@ class Settings(BaseSettings):
     every model. Compiling happens when a model loads (``preload_models``: at worker start)."""
     cpu_allocator: Literal["keep", "system"] = "keep"
     """``keep``: a process that restores tells glibc's malloc to keep freed memory for reuse
-    (``workers.allocator``) instead of returning each large activation buffer to the kernel and
-    faulting it back in, zeroed, on the next tile; ``system``: malloc's own defaults (also what
-    runs under an ``LD_PRELOAD``-ed jemalloc or tcmalloc, which ignore it)."""
+    (``restoration.device.allocator``) instead of returning each large activation buffer to the
+    kernel and faulting it back in, zeroed, on the next tile; ``system``: malloc's own defaults
+    (also what runs under an ``LD_PRELOAD``-ed jemalloc or tcmalloc, which ignore it)."""
     cudnn_benchmark: bool = True
     """On CUDA, let cuDNN time its algorithms for the tile shapes a model is warmed up on and
     keep the fastest (``torch.backends.cudnn.benchmark``); other shapes keep its heuristics."""

@@ -161,7 +161,7 @@ def model_dir(tmp_session: Path) -> Path:
     """
     import torch
 
-    from workers.archs.mirnet import MIRNet, save_mirnet_checkpoint
+    from restoration.architectures.mirnet import MIRNet, save_mirnet_checkpoint
 
     torch.manual_seed(0)
     folder = tmp_session / "models"

@@ -1,6 +1,7 @@
 """Each extra holds every import its code path makes: the API's code (``api``, ``shared``) only
-what ``darkroom[api]`` installs, the workers' (``workers``, ``shared``) only what
-``darkroom[worker]`` installs, read from the source and the installed packages' metadata.
+what ``darkroom[api]`` installs, the workers' (``workers``, the engine, photo files, ``shared``)
+only what ``darkroom[worker]`` installs, read from the source and the installed packages'
+metadata.
 
 This is the fast half of the check: it sees Darkroom's own imports, not a library's optional
 import of another (scikit-image's noise estimate needs PyWavelets only when called), which
@@ -24,7 +25,10 @@ OWN = {"api", "workers", "shared", "tests", "benchmarks", "training"}
 OPTIONAL = {"pynvml": "workers.metrics reads GPU utilisation through NVML when it is installed"}
 """Imports guarded by ``except ImportError``, each with what goes without them."""
 
-CODE_PATHS = {"api": ("api", "shared"), "worker": ("workers", "shared")}
+CODE_PATHS = {
+    "api": ("api", "shared"),
+    "worker": ("workers", "restoration", "imaging", "shared"),
+}
 """The CLI (``shared/cli``) is the composition root: each command imports what its own room
 needs when it runs (``serve`` the API's, ``worker`` the workers'), so it is held to the base
 requirements at module level only (every venv must load it)."""
@@ -106,7 +110,7 @@ def test_the_cli_loads_with_the_base_requirements_alone() -> None:
 
 def test_the_check_sees_a_module_no_extra_installs(tmp_path: Path) -> None:
     # The scan itself: a lazy import of a module that no extra installs is found.
-    assert "skimage" in imported_modules(("workers",))
+    assert "skimage" in imported_modules(("imaging",))
     assert _canonical("scikit-image") in installed_with("worker")
     assert _canonical("scikit-image") not in installed_with("api")
     assert _canonical("PyWavelets") in installed_with("worker")

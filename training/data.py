@@ -5,9 +5,9 @@ training sample is a whole degraded photo (for the exposure network) with patche
 (for the U-Net). Degrading a whole 481x321 photo costs tens of milliseconds on one core, so each
 degraded photo gives several patches.
 
-Two recipes are mixed: ``workers.night_scenes`` (light that varies across the frame, lamps,
+Two recipes are mixed: ``degradation.night_scenes`` (light that varies across the frame, lamps,
 casts, mosaic noise: what real night photos look like) and, for a share of samples,
-``workers.degradation`` (one global exposure: the recipe of the synthetic evaluation sets).
+``degradation.recipe`` (one global exposure: the recipe of the synthetic evaluation sets).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from workers.degradation import degrade
-from workers.night_scenes import degrade_scene
+from degradation.night_scenes import degrade_scene
+from degradation.recipe import degrade
 
 
 def load_images(folder: Path) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workers.chroma_cleanup import colour_difference
+from restoration.chroma_cleanup import colour_difference
 
 
 class ThreadTuner:

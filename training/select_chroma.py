@@ -1,4 +1,4 @@
-"""Choose the night model v2's chroma clean-up (``workers.chroma_cleanup``) on held-out photos.
+"""Choose the night model v2's chroma clean-up (``restoration.chroma_cleanup``) on held-out photos.
 
 Usage::
 
@@ -11,7 +11,7 @@ error the filter exists for: the mean absolute error of the colour-difference pl
 4x4 box average (blotches, not grain). The rule: among the candidates within 0.05 dB of the
 best PSNR, the lowest chroma error, where errors within 0.01 of it count as equal and the
 smallest regulariser among those wins (it keeps colour edges sharpest: at 1e-2 the colour of a
-wall bleeds 3 px across an edge of 0.3 in luma, ``tests/workers/test_chroma_cleanup.py``). The
+wall bleeds 3 px across an edge of 0.3 in luma, ``tests/restoration/test_chroma_cleanup.py``). The
 scores are written to ``training/runs/chroma-cleanup-<time>.json``.
 """
 
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from restoration.architectures.nafnet_night_v2 import load_night_v2
+from restoration.chroma_cleanup import ChromaCleanup, colour_difference
 from training.schedule import psnr
 from training.train import REPO_ROOT, load_config, load_data
-from workers.archs.nafnet_night_v2 import load_night_v2
-from workers.chroma_cleanup import ChromaCleanup, colour_difference
 
 CANDIDATES = [
     ChromaCleanup(kernel=kernel, eps=eps, subsample=2)

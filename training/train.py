@@ -9,7 +9,8 @@ Design choices, and why:
 
 * **Resume from the committed weights** (``--resume``, default ``output.weights`` if it exists,
   else ``init.v1_weights``): CPU time is scarce, so every run continues the last one. A v1 file
-  starts the U-Net (``workers.archs.nafnet_night_v2.from_v1``); the optimiser is rebuilt.
+  starts the U-Net (``restoration.architectures.nafnet_night_v2.from_v1``); the optimiser is
+  rebuilt.
 * **Every run is logged** in ``output.log_dir`` under its own name (the weights' stem and the
   start time), with what it resumed from and the seed it drew from, so the runs that made a
   shipped file can be read back in order.
@@ -48,6 +49,13 @@ import yaml
 from safetensors.torch import load_file
 from torch import Tensor
 
+from restoration.architectures.local_exposure import apply_exposure
+from restoration.architectures.nafnet_night_v2 import (
+    NightNAFNetV2,
+    from_v1,
+    load_night_v2,
+    save_night_v2,
+)
 from training.data import (
     SMALL_FACTOR,
     Photo,
@@ -64,8 +72,6 @@ from training.schedule import (
     psnr,
     schedule_progress,
 )
-from workers.archs.local_exposure import apply_exposure
-from workers.archs.nafnet_night_v2 import NightNAFNetV2, from_v1, load_night_v2, save_night_v2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAUSE_S = 60.0
@@ -222,7 +228,7 @@ def validate(run: Run, pairs: list[tuple[Tensor, Tensor]], step: int, save: bool
             "val_psnr": score,
             "resumed_from": run.log["resumed_from"],
             "dataset": "BSDS500 train + test (held out: every 16th test photo)",
-            "degradation": "workers.night_scenes + workers.degradation",
+            "degradation": "degradation.night_scenes + degradation.recipe",
             "licence_note": "trained on research data (BSDS500); for demonstration/evaluation",
         }
         save_night_v2(run.model, run.out_path, extra_metadata=meta)

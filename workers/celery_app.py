@@ -7,7 +7,6 @@ from celery.signals import setup_logging
 from shared import logs
 from shared.config import get_settings
 from shared.queue import get_celery
-from workers import tasks  # noqa: F401  (registers the tasks on the app)
 
 app = get_celery()
 

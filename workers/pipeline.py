@@ -21,6 +21,17 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from imaging import quality
+from imaging.decoding import decode
+from imaging.encoding import encode
+from restoration.device.batching import (
+    DIRECT,
+    BatchedRunner,
+    DeviceBatcher,
+    DeviceRunner,
+    DeviceThread,
+)
+from restoration.restorers import Restorer, RestorerCache, pick_device, run_chain
 from shared import jobs, logs
 from shared.backoff import backoff_delay
 from shared.catalogue import ModelEntry, ModelStore
@@ -38,11 +49,7 @@ from shared.errors import (
 from shared.review import rules as review
 from shared.storage import Storage, make_storage
 from shared.storage.keys import preview_key, result_key
-from workers import metrics, quality
-from workers.batching import DIRECT, BatchedRunner, DeviceBatcher, DeviceRunner, DeviceThread
-from workers.decoding import decode
-from workers.encoding import encode
-from workers.restorers import Restorer, RestorerCache, pick_device
+from workers import metrics
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -124,7 +131,7 @@ class WorkerContext:
             sessions=session_factory(settings.database_url),
             storage=storage,
             models=models,
-            restorers=RestorerCache(settings, models),
+            restorers=RestorerCache(settings, models, on_load=metrics.model_loaded),
             batcher=DeviceBatcher(
                 device,
                 settings.device_batch_tiles,
@@ -277,9 +284,7 @@ class _Run:
             # tuned plans per thread), and never while another job's tiles are on the device.
             restorers = [(self._restorer(entry, runner), task) for entry, task in steps]
             with self.stage("restore"):
-                pixels = decoded.pixels
-                for restorer, task in restorers:  # one decode, one encode, whatever the chain
-                    pixels = restorer.restore(pixels, self.check_stop, task, runner)
+                pixels = run_chain(restorers, decoded.pixels, self.check_stop, runner)
         # How long the device worked for this job: all of its restore when it held the device,
         # else its share of the passes, so the sum over jobs is the device's busy time.
         busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]

@@ -28,7 +28,8 @@ OWN_ARCHITECTURES = (
     "sci",
     "iat",
 )
-"""Architectures implemented in ``workers/archs``; every other one is loaded through spandrel."""
+"""Architectures implemented in ``restoration/architectures``; every other one is loaded through
+spandrel."""
 
 
 @dataclass(frozen=True)
@@ -256,8 +257,8 @@ _ENTRIES = [
 
 
 # The published lightweight models: Darkroom's own implementations of their architectures
-# (``workers/archs``) load the authors' files unchanged; URLs and digests are the files in the
-# authors' repositories, checked against ../shared/reference-models by the conformance tests.
+# (``restoration/architectures``) load the authors' files unchanged; URLs and digests are the files
+# in the authors' repositories, checked against ../shared/reference-models by the conformance tests.
 _RAW = "https://raw.githubusercontent.com"
 _NC = "CC BY-NC 4.0 (authors' README): non-commercial research use only"
 _CURVE_SCALE = (

@@ -23,8 +23,8 @@ from shared.errors import DarkroomError
 from shared.storage import make_storage
 
 if TYPE_CHECKING:
-    from workers.evaluation import Restore
-    from workers.real_dim import PhotoResult
+    from evaluation.real_dim import PhotoResult
+    from evaluation.reference_sets import Restore
 
 REAL_DIM = "real-dim"
 REFERENCE_SETS = ("kodak24-handheld-night", "lol-sample")
@@ -97,8 +97,7 @@ def _models_for(set_name: str, asked: list[str] | None) -> list[str]:
 def _load_models(names: Sequence[str], settings: Settings) -> dict[str, Restore]:
     """Every model asked for, loaded through the workers' restorer cache before any photo
     runs, so a missing weight file fails at once rather than half-way through a long run."""
-    from workers.evaluation import chain_restore
-    from workers.restorers import RestorerCache
+    from restoration.restorers import RestorerCache, chain_restore
 
     store = ModelStore(settings, make_storage(settings))
     cache = RestorerCache(settings, store)
@@ -118,8 +117,8 @@ def _reference(
     limit: int | None,
     save: Path | None,
 ) -> None:
-    from workers.evaluation import evaluate as run_evaluation
-    from workers.evaluation import load_set
+    from evaluation.reference_sets import evaluate as run_evaluation
+    from evaluation.reference_sets import load_set
 
     try:
         pairs = load_set(name, settings.shared_dir, limit)
@@ -146,8 +145,8 @@ def _real_dim(
     sheet_dir: Path,
     json_path: Path | None,
 ) -> None:
-    from workers import real_dim
-    from workers.contact_sheet import ContactSheet
+    from evaluation import real_dim
+    from evaluation.contact_sheet import ContactSheet
 
     photos = real_dim.list_photos(settings.shared_dir, limit)
     if not photos:
@@ -189,8 +188,8 @@ def _photos(count: int) -> str:
 def _print_real_dim(results: list[PhotoResult]) -> None:
     """The means and misses per method, with each target in its column's heading, then the
     photos furthest from each target per restoring method: the ones to look at first."""
-    from workers.no_reference import MEASURES, TARGETS
-    from workers.real_dim import INPUT, summarise, worst
+    from evaluation.real_dim import INPUT, summarise, worst
+    from imaging.no_reference import MEASURES, TARGETS
 
     digits = {"shadows": 3, "mean_luma": 3, "clipped_plus": 4, "noise": 2, "chroma_ratio": 2}
     table = Table(

@@ -213,7 +213,7 @@ def add(
     description: Annotated[str, typer.Option(help="One line users see.")] = "",
 ) -> None:
     """Register a local checkpoint whose architecture spandrel recognises."""
-    from workers.spandrel_models import load_spandrel
+    from restoration.spandrel_models import load_spandrel
 
     if task not in TASKS:
         raise fail(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")

@@ -217,16 +217,17 @@ class Job(Base):
     decode_s: Mapped[float | None] = mapped_column(Float)
     restore_s: Mapped[float | None] = mapped_column(Float)
     measure_s: Mapped[float | None] = mapped_column(Float)
-    """Measuring the quality signals and making the previews (``workers.quality``)."""
+    """Measuring the quality signals and making the previews (``imaging.quality``)."""
     encode_s: Mapped[float | None] = mapped_column(Float)
     upload_s: Mapped[float | None] = mapped_column(Float)
     device_s: Mapped[float | None] = mapped_column(Float)
     """Seconds the device worked for this job: its whole restore stage when it held the device
-    alone, its tiles' share of each forward pass when jobs share passes (``workers.batching``).
-    Summed over jobs, the device's busy time; ``restore_s`` then includes waiting for it."""
+    alone, its tiles' share of each forward pass when jobs share passes
+    (``restoration.device.batching``). Summed over jobs, the device's busy time; ``restore_s`` then
+    includes waiting for it."""
 
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    """The quality signals of the input and the result (``workers.quality``), once succeeded."""
+    """The quality signals of the input and the result (``imaging.quality``), once succeeded."""
     measure_error: Mapped[str | None] = mapped_column(Text)
     """Why a succeeded job has no ``quality`` (nor previews): measuring is best-effort, and a
     restoration that worked is never thrown away for a side figure."""

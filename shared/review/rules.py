@@ -2,7 +2,7 @@
 
 Looking at every photo of a 20,000-photo archive adds little; looking where a stated criterion
 says the restoration probably failed adds a lot. Each rule reads one or two of the quality
-signals a worker stores with a job (``workers.quality``: the input and the result, each
+signals a worker stores with a job (``imaging.quality``: the input and the result, each
 measured on a 512-px copy) and compares them with a threshold. The defaults live in
 ``Settings.review``; a tenant and a batch may override any of them (a number) or turn one off
 (``false``). Pure functions of dictionaries, so the API, the workers and the benchmark apply

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +81,3 @@ class LocalStorage:
     def check(self) -> None:
         if not self.root.is_dir():
             raise StorageError(f"local object folder {self.root} does not exist")
-
-    def remove_bucket(self, bucket: str) -> None:
-        shutil.rmtree(self.root / validate_key(bucket), ignore_errors=True)

@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from benchmarks import acceleration, queue_overhead, reports, throughput
 from benchmarks.flops import count_flops
 from benchmarks.stack import Stack, tiny_nafnet
+from restoration.architectures.mirnet import load_mirnet
 from shared.catalogue import CATALOGUE
 from shared.db.tables import Job, JobStatus
 from shared.queue import queue_lists
-from workers.archs.mirnet import load_mirnet
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +110,8 @@ def test_throughput_compares_the_model_alone_with_the_whole_path(
 
 def test_acceleration_compares_each_choice_with_eager(model_dir: Path) -> None:
     """The suite's tiny MIRNet at 32-px tiles, two per batch: eager against compiled with
-    channels-last (one compile, the same graph as tests/workers/test_acceleration.py's)."""
+    channels-last (one compile, the same graph as
+    tests/restoration/device/test_acceleration.py's)."""
     path = model_dir / "mirnet-lol.pt"
     report = acceleration.run(
         weights={"mirnet-lol": path},

@@ -97,3 +97,15 @@ def test_the_worker_images_vendor_recipe_installs_what_the_worker_extra_does() -
 
 def _name(requirement: str) -> str:
     return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_worker_image_copies_every_package_the_project_ships() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        include = tomllib.load(handle)["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = {
+        shlex.split(args)[0]
+        for instruction, args in dockerfile_instructions(dockerfile_of("worker"))
+        if instruction == "COPY"
+    }
+    assert packages <= copied, f"not copied into the worker image: {packages - copied}"

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imaging.decoding import decode
 from shared import jobs
 from shared.catalogue import ModelStore
 from shared.config import Settings
@@ -28,7 +29,6 @@ from shared.queue import make_dispatcher
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, png_declaring
-from workers.imaging import decode
 
 
 def _save(image: Image.Image, fmt: str, **options: object) -> bytes:

@@ -8,13 +8,13 @@ import uuid
 import pytest
 from sqlalchemy.orm import Session
 
+from imaging import quality
 from shared import jobs
 from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import JobStatus
 from shared.errors import RetryLater, StorageError
 from tests.conftest import jpeg_bytes
-from workers import quality
 from workers.pipeline import WorkerContext, backoff, output_key, run_job
 
 

@@ -146,7 +146,7 @@ def test_the_help_names_each_sets_default_models() -> None:
 
 
 def test_the_cli_names_the_sets_the_workers_know() -> None:
-    from workers.evaluation import SETS
-    from workers.real_dim import REAL_DIM
+    from evaluation.real_dim import REAL_DIM
+    from evaluation.reference_sets import SETS
 
     assert cli.REFERENCE_SETS == SETS and cli.REAL_DIM == REAL_DIM

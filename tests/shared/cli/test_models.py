@@ -14,13 +14,18 @@ import pytest
 import torch
 from spandrel.architectures.NAFNet import NAFNet
 
+from restoration.restorers import RestorerCache
 from shared.catalogue import CATALOGUE, ModelStore
 from shared.config import Settings
 from shared.storage import make_storage
 from tests.conftest import shared_dir
+from tests.restoration.architectures.test_published_models import (
+    manifest,
+    read_png16,
+    reference_input,
+    tolerance,
+)
 from tests.shared.cli.test_photos import darkroom
-from tests.workers.test_published_models import manifest, read_png16, reference_input, tolerance
-from workers.restorers import RestorerCache
 
 pytestmark = pytest.mark.slow  # runs the darkroom CLI: seconds a test
 
