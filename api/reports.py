@@ -90,6 +90,21 @@ def _card(
     }
 
 
+def _header(summary: BatchSummary) -> dict[str, object]:
+    """The batch's figures at the top of the page (throughput in photos per minute)."""
+    batch, throughput = summary.batch, summary.throughput_per_s
+    return {
+        "id": str(batch.id),
+        "model": batch.model,
+        "prefix": batch.input_prefix,
+        "created": batch.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "total": summary.total,
+        "done": summary.done,
+        "counts": summary.counts,
+        "throughput": f"{throughput * 60:.1f}" if throughput else "–",
+    }
+
+
 def render_report(
     summary: BatchSummary,
     review: ReviewCounts,
@@ -108,7 +123,6 @@ def render_report(
     """The page for one batch. ``interactive``: served, with review buttons and paging
     (``page_link(offset)`` makes the links); else a snapshot of ``page`` only."""
     batch = summary.batch
-    throughput = summary.throughput_per_s
     last = offset + len(page)
     has_next = interactive and page_link is not None and last < matching
     has_previous = interactive and page_link is not None and offset > 0
@@ -116,22 +130,11 @@ def render_report(
         _environment()
         .get_template("report.html")
         .render(
-            batch={
-                "id": str(batch.id),
-                "model": batch.model,
-                "prefix": batch.input_prefix,
-                "created": batch.created_at.strftime("%Y-%m-%d %H:%M UTC"),
-                "total": summary.total,
-                "done": summary.done,
-                "counts": summary.counts,
-                "throughput": f"{throughput * 60:.1f}" if throughput else "–",
-            },
+            batch=_header(summary),
             review={
                 "flagged": review.flagged,
                 "pending": review.pending,
-                "accepted": review.decisions.get("accepted", 0),
-                "rejected": review.decisions.get("rejected", 0),
-                "redo": review.decisions.get("redo", 0),
+                **{d: review.decisions.get(d, 0) for d in ("accepted", "rejected", "redo")},
                 "unflagged": sum(review.unflagged.values()),
             },
             rules=[

@@ -242,27 +242,6 @@ class ReviewCountsOut(BaseModel):
         )
 
 
-class ReviewCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    decision: ReviewDecision
-    model: str | None = Field(
-        default=None,
-        min_length=1,  # "" is a mistake to hear about, not a silent redo with the old model
-        max_length=255,
-        description="For 'redo': the model to run instead; the old job's if left out.",
-    )
-    options: JobOptions | None = Field(
-        default=None, description="For 'redo': options replacing the old job's, one by one."
-    )
-    note: str | None = Field(default=None, max_length=2000)
-
-
-class ReviewPage(BaseModel):
-    items: list[JobOut]
-    next_cursor: str | None
-
-
 class BatchOut(BaseModel):
     id: uuid.UUID
     model: str
@@ -390,14 +369,3 @@ class ErrorBody(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
-
-
-class ReviewOut(BaseModel):
-    job: JobOut
-    redo: JobOut | None = Field(description="For 'redo': the new job, queued.")
-    batch: ReviewCountsOut | None = Field(description="The batch's review counts, after this.")
-
-
-class ReportLink(BaseModel):
-    url: str = Field(description="Opens the batch's report page without an API key.")
-    expires_in_s: int

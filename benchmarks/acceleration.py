@@ -41,7 +41,9 @@ from rich.console import Console
 from benchmarks.flops import peak_tflops
 from benchmarks.models import ModelPass, checkpoint
 from benchmarks.reports import print_acceleration
-from restoration.restorers import TiledRestorer, half_dtype, load_restorer
+from restoration.device.placement import pick_device
+from restoration.loading import load_restorer
+from restoration.restorers import TiledRestorer, half_dtype
 from restoration.tiling import full_batches_shape
 from shared.catalogue import CATALOGUE, ModelEntry
 from shared.config import ACCELERATIONS, Acceleration, Settings
@@ -262,7 +264,7 @@ def _label(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=pick_device().type)
     parser.add_argument("--models", default="darkroom-night,mirnet-lol,nafnet-gopro,scunet-real")
     parser.add_argument("--precisions", help="default: fp32,bf16 (and fp16 on CUDA)")
     parser.add_argument("--batch-sizes", default="1,4")

@@ -51,7 +51,7 @@ from PIL import Image
 from benchmarks.models import ModelPass
 from shared.catalogue import BUNDLED_WEIGHTS, CATALOGUE
 from shared.config import Settings
-from restoration.restorers import load_restorer
+from restoration.loading import load_restorer
 entry = CATALOGUE[sys.argv[1]]
 settings = Settings()
 restorer = load_restorer(entry, BUNDLED_WEIGHTS / entry.weights_file, torch.device("cpu"), settings)

@@ -24,7 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.flops import count_flops
-from restoration.restorers import TiledRestorer, load_restorer
+from restoration.device.placement import pick_device
+from restoration.loading import load_restorer
+from restoration.restorers import TiledRestorer
 from restoration.tile_plan import full_batches_shape
 from restoration.tiling import tiled_forward
 from shared.catalogue import BUNDLED_WEIGHTS, CATALOGUE, ModelEntry
@@ -135,7 +137,7 @@ class ModelPass:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=pick_device().type)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(

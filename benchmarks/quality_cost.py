@@ -36,18 +36,22 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    photo = jpeg(args.width, args.height)
+    timings, wall, result, max_pixels = one_job(photo, args.model)
+    runs = side_by_side(photo, result, max_pixels, args.repeat)
+    report(args, timings, wall, runs)
 
-    from imaging import quality
-    from imaging.decoding import decode
-    from imaging.encoding import encode
+
+def one_job(photo: bytes, model: str) -> tuple[dict[str, float], float, bytes, int]:
+    """One embedded job of ``photo``: its stage timings, its wall time, its result's bytes and
+    the pixel budget it was decoded under."""
     from shared import jobs
     from shared.catalogue import ModelStore
     from shared.db.engine import session_factory
     from shared.queue.dispatch import NoDispatch
-    from workers.pipeline import WorkerContext, run_inline
+    from workers.context import WorkerContext
+    from workers.pipeline import run_inline
 
-    console = Console()
-    photo = jpeg(args.width, args.height)
     with tempfile.TemporaryDirectory() as home:
         settings, storage = embedded_home(Path(home))
         storage.put(settings.input_bucket, "cost/photo.jpg", photo)
@@ -58,7 +62,7 @@ def main() -> None:
                 settings,
                 NoDispatch(),
                 ModelStore(settings, storage),
-                model=args.model,
+                model=model,
                 input_key="cost/photo.jpg",
             )
             job_id = job.id
@@ -69,8 +73,20 @@ def main() -> None:
             done = jobs.get_job(session, job_id)
             timings = {k: v for k, v in done.timings.items() if k != "device" and v is not None}
             result = storage.get(done.output_bucket or "", done.output_key or "")
-    decoded = decode(photo, max_pixels=settings.max_pixels)
-    restored = decode(result, max_pixels=settings.max_pixels).pixels
+    return timings, wall, result, settings.max_pixels
+
+
+def side_by_side(
+    photo: bytes, result: bytes, max_pixels: int, repeat: int
+) -> dict[str, list[float]]:
+    """Encoding alone, encoding with measuring beside it, measuring alone: seconds per run,
+    the three alternating so load changes touch each alike."""
+    from imaging import quality
+    from imaging.decoding import decode
+    from imaging.encoding import encode
+
+    decoded = decode(photo, max_pixels=max_pixels)
+    restored = decode(result, max_pixels=max_pixels).pixels
 
     def encode_alone() -> None:
         encode(decoded, restored)
@@ -85,12 +101,21 @@ def main() -> None:
         quality.measure(decoded.pixels, restored)
 
     runs: dict[str, list[float]] = {"encode": [], "encode + measure": [], "measure": []}
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         for name, run in zip(runs, (encode_alone, encode_and_measure, measure_alone), strict=True):
             start = time.perf_counter()
             run()
             runs[name].append(time.perf_counter() - start)
+    return runs
 
+
+def report(
+    args: argparse.Namespace,
+    timings: dict[str, float],
+    wall: float,
+    runs: dict[str, list[float]],
+) -> None:
+    console = Console()
     stages = sum(v for k, v in timings.items() if k != "measure")
     table = Table("stage", "seconds", title=f"one {args.width}x{args.height} job, {args.model}")
     for name, seconds in timings.items():

@@ -55,7 +55,8 @@ from shared.db.tables import FINISHED, STAGES, Job, JobStatus
 from shared.jobs import create_batch
 from shared.queue import Dispatcher, make_celery, queue_lists
 from tests.conftest import settings_from_env
-from workers.pipeline import WorkerContext, run_job
+from workers.context import WorkerContext
+from workers.pipeline import run_job
 
 NOOP_TASK = "darkroom.benchmark.noop"
 MODEL = "nafnet-gopro"

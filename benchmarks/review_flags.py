@@ -135,7 +135,8 @@ def run_batch(photos: list[Photo], model: str, home: Path) -> list[dict[str, obj
     from shared.catalogue import ModelStore
     from shared.db.engine import session_factory
     from shared.queue.dispatch import NoDispatch
-    from workers.pipeline import WorkerContext, run_inline
+    from workers.context import WorkerContext
+    from workers.pipeline import run_inline
 
     settings, storage = embedded_home(home)
     labels = {}

@@ -54,7 +54,9 @@ from benchmarks.reports import print_throughput
 from benchmarks.stack import Finished, Stack, local_stack, submit_batch, tiny_mirnet, wait_batch
 from imaging.decoding import decode
 from restoration.device.acceleration import to_device
-from restoration.restorers import TiledRestorer, load_restorer
+from restoration.device.placement import pick_device
+from restoration.loading import load_restorer
+from restoration.restorers import TiledRestorer
 from shared.catalogue import CATALOGUE, ModelEntry
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -319,7 +321,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=pick_device().type)
     parser.add_argument("--model", default="darkroom-night")
     parser.add_argument("--tiny", action="store_true", help="a small random MIRNet as mirnet-lol")
     parser.add_argument("--photos", type=int, default=8)

@@ -1,55 +1,34 @@
-"""Turning a model entry into a loaded model that restores a whole photo of any size.
+"""A loaded model that restores a whole photo of any size, and a model or a chain run on one.
 
-Models load once per process and stay warm (least recently used ones are dropped past a memory
-budget): loading MIRNet's 32 M parameters costs far more than restoring one photo. Loading
-includes the warm-up that compiles and autotunes the model for its tile shape where that was
-chosen (``restoration.device.acceleration``), so no job pays for it. Every model runs through the
-same tiled path, so any size fits in memory, and on CUDA out-of-memory the
-tile is halved instead of failing the job. A model never runs on random weights: missing or
-unusable weights are ``ModelUnavailable``, whose message a tenant reads (the model's name, no
-server path); the file's path and what the loader said go to the log for the operator.
+Every model runs through the same tiled path (``TiledRestorer``), so any size fits in memory,
+and on CUDA out-of-memory the tile is halved instead of failing the job. Loading one is
+``restoration.loading``; keeping them loaded, ``restoration.cache``.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from restoration.architectures import ARCHITECTURES, OwnArchitecture, tile_requirements
-from restoration.device import allocator
 from restoration.device.acceleration import (
     AcceleratedForward,
-    accelerate,
-    choose,
     to_device,
     to_numpy,
 )
 from restoration.device.batching import DIRECT, DeviceRunner
-from restoration.device.precision import autocast, autocast_dtype, finite_or_float32
+from restoration.device.precision import autocast_dtype
 from restoration.padding import SizeRequirements
 from restoration.photo_passes import (
-    ExposureNetwork,
-    LocalExposureNetwork,
-    PhotoInputsNetwork,
     PhotoPass,
-    global_gain,
-    local_exposure,
-    photo_inputs,
 )
 from restoration.tile_plan import TileConfig, full_batches_shape, tile_and_overlap
 from restoration.tiling import restore_with_oom_fallback, tiled_forward
-from shared.catalogue import OWN_ARCHITECTURES, ModelEntry, ModelStore
-from shared.config import Settings
-from shared.errors import ModelUnavailable
+from shared.catalogue import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +54,6 @@ class Restorer(Protocol):
         """H x W x 3 float32 RGB in [0, 1] in; H*s x W*s x 3 out (s: the task's scale). The
         work on the model goes through ``runner``: at once, or shared with other jobs."""
         ...
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 def half_dtype(
@@ -260,134 +233,6 @@ def _per_sample(extras: tuple[torch.Tensor, ...], batch: torch.Tensor) -> tuple[
     return tuple(extra.expand(batch.shape[0], *extra.shape[1:]) for extra in extras)
 
 
-def _own_architecture(entry: ModelEntry) -> OwnArchitecture | None:
-    """The registry's entry for one of Darkroom's own architectures (``restoration.architectures``);
-    None for an architecture spandrel loads. A name the catalogue lists as Darkroom's own but the
-    registry lacks is refused here: spandrel would only say it does not recognise the file."""
-    own = ARCHITECTURES.get(entry.architecture)
-    if own is None and entry.architecture in OWN_ARCHITECTURES:
-        raise ModelUnavailable(
-            f"model {entry.name!r}: architecture {entry.architecture!r} is not registered in "
-            "restoration.architectures"
-        )
-    return own
-
-
-def _module_bytes(module: torch.nn.Module) -> int:
-    tensors = [*module.parameters(), *module.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def load_restorer(
-    entry: ModelEntry, path: Path, device: torch.device, settings: Settings
-) -> Restorer:
-    """The model ready for jobs: loaded, accelerated as chosen (``restoration.device.acceleration``)
-    and warmed up, so compiling and autotuning happen here, not in a job's restore. The first load
-    in a process also sets up malloc for restoring (``restoration.device.allocator``), before any
-    tile."""
-    allocator.configure(settings)
-    restorer = _build_restorer(entry, path, device, settings)
-    restorer.warm_up(merged_tiles=settings.device_batch_tiles if settings.merges_passes else 0)
-    return restorer
-
-
-def _build_restorer(
-    entry: ModelEntry, path: Path, device: torch.device, settings: Settings
-) -> TiledRestorer:
-    tiles = TileConfig(tile=entry.tile, overlap=entry.overlap, batch_size=settings.tile_batch_size)
-    own = _own_architecture(entry)
-    if own is not None:
-        return _own_restorer(own, entry, path, device, settings, tiles)
-    return _spandrel_restorer(entry, path, device, settings, tiles)
-
-
-def _own_restorer(
-    own: OwnArchitecture,
-    entry: ModelEntry,
-    path: Path,
-    device: torch.device,
-    settings: Settings,
-    tiles: TileConfig,
-) -> TiledRestorer:
-    choice = choose(entry, settings, device)
-    try:
-        model = own.load(path, **entry.arch_options).to(device).eval()
-        accelerated = accelerate(model, device, choice, settings, name=entry.name)
-        dtype = half_dtype(entry, device, settings.precision)
-
-        def forward(
-            batch: torch.Tensor, task: str | None, *per_sample: torch.Tensor
-        ) -> torch.Tensor:
-            def run(precision: torch.dtype | None) -> torch.Tensor:
-                with autocast(precision, device):
-                    return model(batch, *per_sample)  # per-photo inputs, if the model has any
-
-            return finite_or_float32(run, dtype, entry.name)
-
-        prepare = None
-        # The registry says which whole-photo pass this network takes.
-        if own.whole_photo == "global-gain":
-            prepare = global_gain(cast(ExposureNetwork, model), entry, dtype)
-        elif own.whole_photo == "local-exposure":
-            prepare = local_exposure(cast(LocalExposureNetwork, model))
-        elif own.whole_photo == "photo-inputs":
-            prepare = photo_inputs(cast(PhotoInputsNetwork, model), dtype)
-        return TiledRestorer(
-            entry.name,
-            forward,
-            device,
-            size=tile_requirements(model, own.tile_multiple),
-            scale_for=lambda task: 1,
-            tiles=tiles,
-            nbytes=_module_bytes(model),
-            prepare=prepare,
-            accelerated=accelerated,
-        )
-    except ValueError as exc:
-        raise _unusable(entry, path, exc) from exc
-
-
-def _unusable(entry: ModelEntry, path: Path, exc: Exception) -> ModelUnavailable:
-    """Weights that exist but do not load: the operator reads why in the log, the tenant that
-    the model cannot run here."""
-    log.error("weights for model %r at %s do not load: %s", entry.name, path, exc)
-    return ModelUnavailable(
-        f"model {entry.name!r} is not usable on this server: its weights do not load"
-    )
-
-
-def _spandrel_restorer(
-    entry: ModelEntry, path: Path, device: torch.device, settings: Settings, tiles: TileConfig
-) -> TiledRestorer:
-    from restoration.spandrel_models import UnsupportedCheckpoint, load_spandrel
-
-    choice = choose(entry, settings, device)
-    try:
-        loaded = load_spandrel(
-            path, device, task_names=entry.tasks or None, precision=settings.precision
-        )
-    except (ValueError, UnsupportedCheckpoint) as exc:
-        raise _unusable(entry, path, exc) from exc
-    module = loaded.descriptor.model
-    return TiledRestorer(
-        entry.name,
-        loaded.forward,
-        device,
-        size=loaded.size_requirements,
-        scale_for=loaded.scale_for,
-        tiles=tiles,
-        nbytes=_module_bytes(module),
-        accelerated=accelerate(
-            module,
-            device,
-            choice,
-            settings,
-            name=entry.name,
-            can_compile=not loaded.changes_per_task,
-        ),
-    )
-
-
 def run_chain(
     steps: Sequence[tuple[Restorer, str | None]],
     pixels: np.ndarray,
@@ -407,79 +252,3 @@ def chain_restore(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """:func:`run_chain` as the pixels-to-pixels callable an evaluation scores."""
     return lambda pixels: run_chain(steps, pixels)
-
-
-class RestorerCache:
-    """Loaded models of this process, most recently used last.
-
-    Shared by the worker's pool threads. One lock covers lookups and eviction, so the budget is
-    never counted while another thread changes it; loading happens outside it, under a lock of
-    the model's own, so jobs arriving together for a model not yet loaded load it once (the
-    others wait for it) while jobs for models already loaded never wait on someone's load (a
-    warm-up compile takes minutes). A restorer evicted while a job still holds it finishes that
-    job; only the next one loads it again.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: ModelStore,
-        on_load: Callable[[ModelEntry, float], None] | None = None,
-    ) -> None:
-        """``on_load(entry, seconds)`` is told of every load (the worker records it as a
-        metric): the engine keeps no metrics of its own."""
-        self._settings = settings
-        self._store = store
-        self._on_load = on_load
-        self._device = pick_device(settings.device)
-        self._budget = settings.model_cache_mb * 1024 * 1024
-        self._loaded: OrderedDict[str, Restorer] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
-
-    def peek(self, entry: ModelEntry) -> Restorer | None:
-        """The entry's restorer if it is loaded now (marked as just used), else None."""
-        with self._lock:
-            restorer = self._loaded.get(entry.name)
-            if restorer is not None:
-                self._loaded.move_to_end(entry.name)
-            return restorer
-
-    def get(self, entry: ModelEntry) -> Restorer:
-        restorer = self.peek(entry)
-        if restorer is not None:
-            return restorer
-        with self._lock:
-            loading = self._loading.setdefault(entry.name, threading.Lock())
-        with loading:
-            restorer = self.peek(entry)  # loaded by the thread this one waited for
-            if restorer is not None:
-                return restorer
-            path = self._store.local_weights(entry)
-            started = time.perf_counter()
-            restorer = load_restorer(entry, path, self._device, self._settings)
-            if self._on_load is not None:
-                self._on_load(entry, time.perf_counter() - started)
-            with self._lock:
-                self._loaded[entry.name] = restorer
-                self._loading.pop(entry.name, None)
-                log.info("loaded model %s from %s on %s", entry.name, path, self._device)
-                self._evict()
-            return restorer
-
-    def _evict(self) -> None:
-        while len(self._loaded) > 1 and sum(r.nbytes for r in self._loaded.values()) > self._budget:
-            name, _ = self._loaded.popitem(last=False)
-            log.info(
-                "unloaded model %s (model cache over %d MB)", name, self._settings.model_cache_mb
-            )
-            if self._device.type == "cuda":
-                # An accelerated module and its forward refer to each other: only the cycle
-                # collector frees its weights, and the cache can only give back freed memory.
-                gc.collect()
-                torch.cuda.empty_cache()
-
-    @property
-    def loaded(self) -> list[str]:
-        with self._lock:
-            return list(self._loaded)

@@ -9,9 +9,8 @@ with no per-model code here. This module adds what Darkroom needs on top:
   read or does not recognise, used by ``darkroom models add`` before it registers anything;
 * *tasks*: a checkpoint can hold several heads, and the job says which one runs. IPT's
   multi-task pretrained checkpoint has six (super-resolution x2/x3/x4, deraining, denoising at
-  sigma 30 and 50); spandrel's own call always runs the largest-scale head, so IPT is driven
-  here through spandrel's port of the reference's patch-chopping ``Model`` with the head
-  chosen per call;
+  sigma 30 and 50); spandrel's own call always runs the largest-scale head, so IPT is driven here
+  through spandrel's port of the reference's patch-chopping ``Model``, head chosen per call;
 * precision: on CUDA the forward pass runs under bf16 (else fp16) autocast where spandrel's
   ``supports_bfloat16`` / ``supports_half`` flags allow it; on CPU it stays in float32.
 

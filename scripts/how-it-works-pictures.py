@@ -26,7 +26,8 @@ from PIL import Image  # noqa: E402
 from evaluation.contact_sheet import side_by_side, thumbnail, with_text  # noqa: E402
 from evaluation.real_dim import list_photos, read_photo  # noqa: E402
 from evaluation.reference_sets import load_set  # noqa: E402
-from restoration.restorers import RestorerCache, chain_restore  # noqa: E402
+from restoration.cache import RestorerCache  # noqa: E402
+from restoration.restorers import chain_restore  # noqa: E402
 from shared.catalogue import ModelStore  # noqa: E402
 from shared.config import Settings, get_settings  # noqa: E402
 from shared.storage import make_storage  # noqa: E402

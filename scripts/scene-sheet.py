@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from degradation.night_scenes import degrade_scene  # noqa: E402
+from shared.config import get_settings  # noqa: E402
 
 
 def _photos(folder: Path, count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -73,7 +74,7 @@ def time_per_image(photos: list[np.ndarray], seed: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path(os.environ.get("DARKROOM_SHARED_DIR", ROOT.parent / "shared"))
+    shared = get_settings().shared_dir
     parser.add_argument("--data", type=Path, default=shared / "data" / "bsds500" / "train")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", type=int, default=6)

@@ -29,10 +29,10 @@ CODE_PATHS = {
     "api": ("api", "shared"),
     "worker": ("workers", "restoration", "imaging", "shared"),
 }
-"""The CLI (``shared/cli``) is the composition root: each command imports what its own room
+"""The CLI (``cli``) is the composition root: each command imports what its own room
 needs when it runs (``serve`` the API's, ``worker`` the workers'), so it is held to the base
 requirements at module level only (every venv must load it)."""
-CLI = "shared/cli"
+CLI = "cli"
 
 
 def imported_modules(folders: tuple[str, ...], *, cli: bool = False) -> dict[str, str]:
@@ -104,7 +104,7 @@ def test_every_import_of_a_code_path_is_installed_by_its_extra(extra: str) -> No
 
 
 def test_the_cli_loads_with_the_base_requirements_alone() -> None:
-    missing = _not_installed(imported_modules(("shared",), cli=True), installed_with(""))
+    missing = _not_installed(imported_modules((CLI,), cli=True), installed_with(""))
     assert not missing, f"imported by the CLI at load but not a base requirement: {missing}"
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -56,6 +55,8 @@ from restoration.architectures.nafnet_night_v2 import (
     load_night_v2,
     save_night_v2,
 )
+from restoration.device.placement import AUTO, pick_device
+from shared.config import get_settings
 from training.data import (
     SMALL_FACTOR,
     Photo,
@@ -79,9 +80,9 @@ PAUSE_S = 60.0
 
 
 def shared_dir() -> Path:
-    """Where the shared data lives: ``$DARKROOM_SHARED_DIR``, else ``<repo>/../shared``."""
-    env = os.environ.get("DARKROOM_SHARED_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared"
+    """Where the shared data lives: the settings' ``shared_dir`` (``DARKROOM_SHARED_DIR``), the
+    one place every tool reads it from."""
+    return get_settings().shared_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run one training according to the config; return the run log (also written as JSON)."""
     args = parse_args(argv)
     cfg = load_config(args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device or AUTO)
     torch.set_num_threads(int(cfg["train"].get("threads", 2)))
     run_seed = int(cfg["seed"]) + int(time.time()) % 100_000  # each resumed run sees new samples
     random.seed(run_seed)

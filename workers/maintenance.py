@@ -58,7 +58,7 @@ class Services(Protocol):
     def sessions(self) -> sessionmaker[Session]: ...
 
     @property
-    def models(self) -> ModelStore: ...
+    def catalogue(self) -> ModelStore: ...
 
 
 class Running(Services, Protocol):
@@ -76,7 +76,7 @@ class Upkeep:
     settings: Settings
     sessions: sessionmaker[Session]
     storage: Storage
-    models: ModelStore
+    catalogue: ModelStore
 
     @classmethod
     def build(cls, settings: Settings) -> Upkeep:
@@ -85,7 +85,7 @@ class Upkeep:
             settings=settings,
             sessions=session_factory(settings.database_url),
             storage=storage,
-            models=ModelStore(settings, storage),
+            catalogue=ModelStore(settings, storage),
         )
 
 
@@ -96,7 +96,7 @@ def _families(
     items = []
     for job_id, model in jobs_and_models:
         try:
-            items.append((job_id, ctx.models.chain(model)[0][0].family))
+            items.append((job_id, ctx.catalogue.chain(model)[0][0].family))
         except DarkroomError as exc:
             with ctx.sessions.begin() as session:
                 jobs.fail(session, job_id, code=exc.code, message=exc.message)

@@ -9,34 +9,30 @@ storage or database error puts the job back to ``queued`` and asks the caller to
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy.orm import Session, sessionmaker
+import numpy as np
+from sqlalchemy.orm import Session
 
 from imaging import quality
 from imaging.decoding import decode
 from imaging.encoding import encode
+from imaging.image_types import DecodedImage, EncodedImage
 from restoration.device.batching import (
     DIRECT,
     BatchedRunner,
-    DeviceBatcher,
     DeviceRunner,
-    DeviceThread,
 )
-from restoration.restorers import Restorer, RestorerCache, pick_device, run_chain
+from restoration.restorers import Restorer, run_chain
 from shared import jobs, logs
 from shared.backoff import backoff_delay
-from shared.catalogue import ModelEntry, ModelStore
+from shared.catalogue import ModelEntry
 from shared.config import Settings
-from shared.db.engine import session_factory
 from shared.db.tables import STAGES, Job, JobStatus
 from shared.errors import (
     DarkroomError,
@@ -47,9 +43,9 @@ from shared.errors import (
     TimeLimitExceeded,
 )
 from shared.review import rules as review
-from shared.storage import Storage, make_storage
 from shared.storage.keys import preview_key, result_key
 from workers import metrics
+from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -63,89 +59,6 @@ _PROGRESS = {"download": 0.1, "decode": 0.2, "restore": 0.85, "encode": 0.95}
 
 DEVICE_WAIT_CHECK_S = 1.0
 """A job waiting for the device checks this often whether it was cancelled meanwhile."""
-
-
-class RunningJobs:
-    """The ids of the jobs this process runs now.
-
-    Pool threads add and remove ids while the heartbeat thread reads them, so every access
-    holds a lock and iterating yields a snapshot (``set(running)`` stays a safe copy).
-    """
-
-    def __init__(self) -> None:
-        self._ids: set[uuid.UUID] = set()
-        self._lock = threading.Lock()
-
-    def add(self, job_id: uuid.UUID) -> None:
-        with self._lock:
-            self._ids.add(job_id)
-
-    def discard(self, job_id: uuid.UUID) -> None:
-        with self._lock:
-            self._ids.discard(job_id)
-
-    def __iter__(self) -> Iterator[uuid.UUID]:
-        with self._lock:
-            return iter(list(self._ids))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._ids)
-
-    def __contains__(self, job_id: object) -> bool:
-        with self._lock:
-            return job_id in self._ids
-
-
-@dataclass
-class WorkerContext:
-    """What a worker process builds once and reuses for every job (from every pool thread)."""
-
-    settings: Settings
-    sessions: sessionmaker[Session]
-    storage: Storage
-    models: ModelStore
-    restorers: RestorerCache
-    host: str = field(default_factory=socket.gethostname)
-    running: RunningJobs = field(default_factory=RunningJobs)
-    """Jobs this process is running now; a background thread sends their heartbeats."""
-    device: threading.Lock = field(default_factory=threading.Lock)
-    """Held by the one job whose restore runs now. A process drives one device, and a model
-    runs fastest with the whole device to itself: with ``worker_concurrency`` above 1 the other
-    jobs download, decode, encode and upload meanwhile, which keeps the device busy."""
-    device_thread: DeviceThread | None = None
-    """On CUDA with several jobs at once and no merged passes: the one thread every pass runs
-    on, so cuDNN's per-thread plans, tuned at the warm-up, serve every job."""
-    batcher: DeviceBatcher | None = None
-    """Instead of ``device``, when set: jobs restore at the same time and each forward pass
-    waits its turn on this one device thread, sharing it with the other jobs' tiles of the
-    same shape (``device_batch_tiles``)."""
-
-    @classmethod
-    def build(cls, settings: Settings) -> WorkerContext:
-        storage = make_storage(settings)
-        models = ModelStore(settings, storage)
-        device = pick_device(settings.device)
-        return cls(
-            settings=settings,
-            sessions=session_factory(settings.database_url),
-            storage=storage,
-            models=models,
-            restorers=RestorerCache(settings, models, on_load=metrics.model_loaded),
-            batcher=DeviceBatcher(
-                device,
-                settings.device_batch_tiles,
-                # On CUDA every merged pass takes the one shape the warm-up compiled and tuned.
-                pad_merged=device.type == "cuda",
-            )
-            if settings.merges_passes
-            else None,
-            device_thread=DeviceThread()
-            if device.type == "cuda"
-            and settings.worker_concurrency > 1
-            and not settings.merges_passes
-            else None,
-        )
 
 
 def output_key(job: Job, extension: str) -> str:
@@ -208,19 +121,19 @@ class _Run:
 
     @contextmanager
     def on_device(self) -> Iterator[DeviceRunner]:
-        """Wait for the device (see ``WorkerContext.device``); a job cancelled or past its time
+        """Wait for the device (see ``WorkerContext.device_lock``); a job cancelled or past its time
         limit while it waits stops without taking it. With ``WorkerContext.batcher`` the job
         takes nothing here: each of its passes waits for the device, and stops the same way."""
         if self.ctx.batcher is not None:
             yield self.ctx.batcher.runner(self.check_stop, DEVICE_WAIT_CHECK_S)
             return
-        while not self.ctx.device.acquire(timeout=DEVICE_WAIT_CHECK_S):
+        while not self.ctx.device_lock.acquire(timeout=DEVICE_WAIT_CHECK_S):
             self.check_stop()
         try:
             thread = self.ctx.device_thread
             yield thread.runner() if thread is not None else DIRECT
         finally:
-            self.ctx.device.release()
+            self.ctx.device_lock.release()
 
     def _restorer(self, entry: ModelEntry, runner: DeviceRunner) -> Restorer:
         """The entry's loaded model; loading it, if it is not, on the device (``runner``)."""
@@ -275,39 +188,8 @@ class _Run:
                 max_aspect_ratio=ctx.settings.max_aspect_ratio,
             )
         self.megapixels = decoded.width * decoded.height / 1e6
-        steps = ctx.models.chain(job.model, options.get("task"))
-        # The device is taken outside the stage, so "restore" times the model, not the wait;
-        # with a batcher, "restore" includes waiting for passes that other jobs' tiles share.
-        with self.on_device() as runner:
-            # A model not loaded yet is loaded (and warmed up) holding the device: on the
-            # batcher's device thread, the one that runs its passes later (cuDNN keeps its
-            # tuned plans per thread), and never while another job's tiles are on the device.
-            restorers = [(self._restorer(entry, runner), task) for entry, task in steps]
-            with self.stage("restore"):
-                pixels = run_chain(restorers, decoded.pixels, self.check_stop, runner)
-        # How long the device worked for this job: all of its restore when it held the device,
-        # else its share of the passes, so the sum over jobs is the device's busy time.
-        busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]
-        self.timings["device"] = busy
-        # Measuring runs beside encoding, on a thread of its own (both spend their time in
-        # numpy, scikit-image and Pillow, which let go of the GIL): a photo's signals and
-        # previews cost its job almost no time where the worker has a core to spare.
-        # "measure" records the measuring's own seconds, which overlap "encode".
-        with (
-            self.stage("encode"),
-            ThreadPoolExecutor(1, thread_name_prefix="measure") as beside,
-        ):
-            measuring = beside.submit(_timed, quality.measure, decoded.pixels, pixels)
-            encoded = encode(
-                decoded,
-                pixels,
-                fmt=options.get("output_format"),
-                jpeg_quality=options.get("jpeg_quality", ctx.settings.default_jpeg_quality),
-            )
-            timed = self._side_measure("quality signals and previews not made", measuring.result)
-        measured = None
-        if timed is not None:
-            measured, self.timings["measure"] = timed
+        pixels = self._restore(decoded.pixels, options.get("task"))
+        encoded, measured = self._encode_and_measure(decoded, pixels, options)
         key = output_key(job, encoded.extension)
         bucket = ctx.settings.output_bucket
         with self.stage("upload"):
@@ -318,12 +200,12 @@ class _Run:
                 previews = self._side_measure(
                     "previews not stored", lambda: self._store_previews(made)
                 )
+        signals = measured.quality if measured is not None else None
 
         def record(session: Session) -> bool:
             thresholds = jobs.review_thresholds(
                 session, ctx.settings.review, job.tenant_id, options
             )
-            signals = measured.quality if measured is not None else None
             return jobs.succeed(
                 session,
                 job.id,
@@ -339,6 +221,51 @@ class _Run:
 
         # The result is fully stored now; a database blip must not throw that work away.
         return write_through_outage(ctx, record)
+
+    def _restore(self, pixels: np.ndarray, task: str | None) -> np.ndarray:
+        """The job's model (or chain) over the decoded pixels, on the device."""
+        steps = self.ctx.catalogue.chain(self.job.model, task)
+        # The device is taken outside the stage, so "restore" times the model, not the wait;
+        # with a batcher, "restore" includes waiting for passes that other jobs' tiles share.
+        with self.on_device() as runner:
+            # A model not loaded yet is loaded (and warmed up) holding the device: on the
+            # batcher's device thread, the one that runs its passes later (cuDNN keeps its
+            # tuned plans per thread), and never while another job's tiles are on the device.
+            restorers = [(self._restorer(entry, runner), task) for entry, task in steps]
+            with self.stage("restore"):
+                restored = run_chain(restorers, pixels, self.check_stop, runner)
+        # How long the device worked for this job: all of its restore when it held the device,
+        # else its share of the passes, so the sum over jobs is the device's busy time.
+        busy = runner.busy_s if isinstance(runner, BatchedRunner) else self.timings["restore"]
+        self.timings["device"] = busy
+        return restored
+
+    def _encode_and_measure(
+        self, decoded: DecodedImage, pixels: np.ndarray, options: dict[str, Any]
+    ) -> tuple[EncodedImage, quality.Measured | None]:
+        """The result encoded, and its quality signals and previews (None when measuring
+        failed: see :meth:`_side_measure`).
+
+        Measuring runs beside encoding, on a thread of its own (both spend their time in
+        numpy, scikit-image and Pillow, which let go of the GIL): a photo's signals and
+        previews cost its job almost no time where the worker has a core to spare. "measure"
+        records the measuring's own seconds, which overlap "encode"."""
+        with (
+            self.stage("encode"),
+            ThreadPoolExecutor(1, thread_name_prefix="measure") as beside,
+        ):
+            measuring = beside.submit(_timed, quality.measure, decoded.pixels, pixels)
+            encoded = encode(
+                decoded,
+                pixels,
+                fmt=options.get("output_format"),
+                jpeg_quality=options.get("jpeg_quality", self.ctx.settings.default_jpeg_quality),
+            )
+            timed = self._side_measure("quality signals and previews not made", measuring.result)
+        if timed is None:
+            return encoded, None
+        measured, self.timings["measure"] = timed
+        return encoded, measured
 
 
 def _timed(function: Callable[..., _T], *args: object) -> tuple[_T, float]:

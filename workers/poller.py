@@ -13,8 +13,8 @@ from shared import jobs
 from shared.config import Settings
 from shared.errors import RetryLater
 from shared.queue import NoDispatch
-from workers import housekeeping, maintenance, metrics
-from workers.pipeline import WorkerContext, run_job
+from workers.context import WorkerContext, start_process
+from workers.pipeline import run_job
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,8 @@ def poll_once(ctx: WorkerContext, limit: int = 20) -> int:
 
 def poll_forever(settings: Settings, interval_s: float = 1.0) -> None:
     ctx = WorkerContext.build(settings)
-    metrics.serve(settings)
     # Requeued jobs are found by the poll itself; nothing needs sending.
-    maintenance.start(ctx, NoDispatch())
-    housekeeping.start(ctx)
+    start_process(ctx, NoDispatch())
     while True:
         if not poll_once(ctx):
             time.sleep(interval_s)

@@ -10,18 +10,27 @@ from celery import Task
 from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import worker_process_init, worker_ready
 
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 from shared.errors import RetryLater
 from shared.queue import RESTORE_TASK, get_celery, make_dispatcher
-from workers import housekeeping, maintenance, metrics
-from workers.pipeline import WorkerContext, run_job
+from workers.context import WorkerContext, start_process
+from workers.pipeline import run_job
 
 log = logging.getLogger(__name__)
 app = get_celery()
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
+_settings: Settings | None = None
 _warmed = threading.Event()
 _warm_lock = threading.Lock()
+
+
+def use_settings(settings: Settings) -> None:
+    """The settings this process's context is built with, instead of the environment's: what
+    ``darkroom worker`` decided (the pool's size from ``--concurrency``, say) reaches the pool's
+    processes, which inherit it when they fork, without writing ``os.environ``."""
+    global _settings
+    _settings = settings
 
 
 def context() -> WorkerContext:
@@ -29,7 +38,7 @@ def context() -> WorkerContext:
     global _context
     with _context_lock:
         if _context is None:
-            _context = WorkerContext.build(get_settings())
+            _context = WorkerContext.build(_settings or get_settings())
         return _context
 
 
@@ -42,11 +51,9 @@ def _warm_up(**_: object) -> None:
             return
         _warmed.set()
     ctx = context()
-    metrics.serve(ctx.settings)
-    maintenance.start(ctx, make_dispatcher(ctx.settings))
-    housekeeping.start(ctx)
+    start_process(ctx, make_dispatcher(ctx.settings))
     for name in ctx.settings.preload_models:
-        ctx.restorers.get(ctx.models.resolve(name))
+        ctx.restorers.get(ctx.catalogue.resolve(name))
 
 
 @worker_ready.connect

@@ -18,8 +18,9 @@ from api.deps import (
     StorageDep,
     SubmitterDep,
 )
+from api.review_schemas import ReportLink, ReviewPage
 from api.routes.jobs import job_out
-from api.schemas import BatchCreate, BatchOut, ReportLink, ReviewPage
+from api.schemas import BatchCreate, BatchOut
 from shared import jobs
 from shared.errors import Unauthenticated
 from shared.jobs.review import QueueFilter

@@ -17,8 +17,9 @@ from fastapi.responses import HTMLResponse
 from api.deps import DispatcherDep, ModelsDep, ReviewerDep, SessionDep, SettingsDep, StorageDep
 from api.errors import JSON_ERROR_RESPONSES
 from api.reports import PAGE_SIZE, Filters, render_report
+from api.review_schemas import ReviewCreate, ReviewOut
 from api.routes.jobs import job_out
-from api.schemas import ReviewCountsOut, ReviewCreate, ReviewOut
+from api.schemas import ReviewCountsOut
 from shared import jobs
 from shared.db.tables import JobStatus
 from shared.errors import InvalidRequest, NotFound

@@ -31,7 +31,6 @@ a file is self-describing; :func:`load_night` rebuilds the network from it and l
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from restoration.architectures import night_files
 from restoration.padding import SizeRequirements, pad_to
 
 __all__ = [
@@ -280,24 +280,10 @@ def save_night(
     extra_metadata: Mapping[str, Any] | None = None,
     version: str = "1",
 ) -> Path:
-    """Write ``model`` as safetensors with ``config``/``name``/``version`` (and extras) metadata.
-
-    Extra values that are not strings are stored as JSON, since safetensors metadata is str->str.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, str] = {
-        "name": MODEL_NAME,
-        "version": str(version),
-        "config": json.dumps(model.config()),
-    }
-    for key, value in (extra_metadata or {}).items():
-        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=meta)
-    return path
+    """Write ``model`` as safetensors with ``config``/``name``/``version`` (and extras) metadata."""
+    return night_files.save(
+        model, path, name=MODEL_NAME, version=version, extra_metadata=extra_metadata
+    )
 
 
 def load_night(path: str | Path, map_location: str | torch.device = "cpu") -> NightNAFNet:
@@ -307,27 +293,12 @@ def load_night(path: str | Path, map_location: str | torch.device = "cpu") -> Ni
     file, lacks or has an unreadable ``config`` metadata entry, or its tensors do not match the
     architecture the config describes. The model is returned in eval mode.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path), device=str(map_location))
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # safetensors raises several types for corrupt headers
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    meta, state = night_files.read(path, map_location)
     if "config" not in meta:
         raise ValueError(f"{path}: no 'config' entry in the safetensors metadata")
     try:
-        cfg = json.loads(meta["config"])
-        if not isinstance(cfg, dict):
-            raise TypeError("config is not a JSON object")
-        unknown = set(cfg) - set(_CONFIG_KEYS)
-        if unknown:
-            raise TypeError(f"unknown hyper-parameters {sorted(unknown)}")
+        cfg = night_files.config_of(meta, _CONFIG_KEYS)
         model = NightNAFNet(**cfg)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad 'config' metadata {meta['config']!r} ({exc})") from exc

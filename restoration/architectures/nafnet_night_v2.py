@@ -24,7 +24,6 @@ convolution gains a fourth, zero-initialised input channel: :func:`from_v1`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from restoration.architectures import night_files
 from restoration.architectures.local_exposure import (
     ExposureMaps,
     ExposureNet,
@@ -159,41 +159,20 @@ def save_night_v2(
     model: NightNAFNetV2, path: str | Path, extra_metadata: Mapping[str, Any] | None = None
 ) -> Path:
     """Write ``model`` as safetensors with its hyper-parameters in the metadata."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"name": MODEL_NAME, "version": "2", "config": json.dumps(model.config())}
-    for key, value in (extra_metadata or {}).items():
-        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=meta)
-    return path
+    return night_files.save(
+        model, path, name=MODEL_NAME, version="2", extra_metadata=extra_metadata
+    )
 
 
 def load_night_v2(path: str | Path, map_location: str | torch.device = "cpu") -> NightNAFNetV2:
     """Rebuild the network from a ``.safetensors`` file written by :func:`save_night_v2` and
     load it strictly; ``ValueError`` naming the file and the reason for anything else."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path), device=str(map_location))
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # safetensors raises several types for corrupt headers
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    meta, state = night_files.read(path, map_location)
     if meta.get("version") != "2" or "config" not in meta:
         raise ValueError(f"{path}: not a darkroom-night v2 file (metadata version/config)")
     try:
-        cfg = json.loads(meta["config"])
-        unknown = set(cfg) - set(_CONFIG_KEYS)
-        if unknown:
-            raise TypeError(f"unknown hyper-parameters {sorted(unknown)}")
-        model = NightNAFNetV2(**cfg)
+        model = NightNAFNetV2(**night_files.config_of(meta, _CONFIG_KEYS))
         model.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: weights do not match their config: {exc}") from exc

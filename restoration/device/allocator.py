@@ -9,7 +9,7 @@ against 64 s user). Raising the mmap threshold to its largest value and turning 
 keeps those blocks on the heap, where the next tile reuses them.
 
 ``mallopt`` can be called any time: it changes where later blocks come from, so calling it when
-the first model loads (``restoration.restorers.load_restorer``) comes before the first large
+the first model loads (``restoration.loading.load_restorer``) comes before the first large
 activation. The price is that a process keeps its peak heap until it exits, which is what a
 worker that restores one photo after another wants anyway.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -143,6 +143,31 @@ def review_queue(
     return found[:limit], next_cursor
 
 
+def _record_decision(
+    session: Session,
+    job_id: uuid.UUID,
+    decision: ReviewDecision,
+    allowed: Sequence[JobStatus],
+    note: str | None,
+) -> None:
+    """The decision, written only while the job is still decidable: a conditional update, so
+    two people redoing one job at once make one new job, and the second hears who won."""
+    won = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(list(allowed)),
+            or_(Job.review_decision.is_(None), Job.review_decision != ReviewDecision.redo),
+        )
+        .values(review_decision=decision, review_note=note, reviewed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not won:
+        session.rollback()
+        successor = session.scalar(select(Job.id).where(Job.redo_of == job_id))
+        raise Conflict(f"job {job_id} was already sent back to be redone, as job {successor}")
+
+
 def decide(
     session: Session,
     settings: Settings,
@@ -173,20 +198,7 @@ def decide(
         family, normalised = plan(models, model or job.model, job.options | (options or {}))
         check_ready(models, model or job.model)
         check_active(session, caller, 1)
-    won = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status.in_(list(allowed)),
-            or_(Job.review_decision.is_(None), Job.review_decision != ReviewDecision.redo),
-        )
-        .values(review_decision=decision, review_note=note, reviewed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if not won:
-        session.rollback()
-        successor = session.scalar(select(Job.id).where(Job.redo_of == job_id))
-        raise Conflict(f"job {job_id} was already sent back to be redone, as job {successor}")
+    _record_decision(session, job_id, decision, allowed, note)
     redo = None
     if decision == ReviewDecision.redo:
         assert normalised is not None and family is not None

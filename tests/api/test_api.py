@@ -114,7 +114,7 @@ def test_readiness_reports_an_unreachable_broker(settings: Settings, s3: object)
 
 def test_the_api_process_never_imports_torch() -> None:
     code = (
-        "import sys; from api.app import create_app; from shared.cli import app; "
+        "import sys; from api.app import create_app; from cli import app; "
         "create_app(); assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'workers' not in sys.modules, 'worker code imported'"
     )

@@ -16,9 +16,9 @@ from shared import jobs, tenants
 from shared.config import Settings
 from shared.db.engine import session_factory, session_scope
 from shared.db.tables import ApiKey, JobStatus
+from tests.cli.test_photos import darkroom
 from tests.conftest import jpeg_bytes
 from tests.services import wait_until
-from tests.shared.cli.test_photos import darkroom
 
 
 @dataclass

@@ -18,8 +18,8 @@ from celery import Celery
 from celery.concurrency import ALIASES as CELERY_POOLS
 from typer.testing import CliRunner
 
+from cli import app as cli_app
 from shared.catalogue import CATALOGUE
-from shared.cli import app as cli_app
 from tests.deploy.compose import (
     CLI_SERVICES,
     SERVICES,

@@ -62,7 +62,7 @@ def test_api_image_installs_the_api_extra_without_torch() -> None:
 
 def test_api_commands_do_not_import_torch() -> None:
     """The API image has no torch: serving and migrating must not import it."""
-    code = "import sys, api.app, shared.cli, shared.db.migrate; print('torch' in sys.modules)"
+    code = "import sys, api.app, cli, shared.db.migrate; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

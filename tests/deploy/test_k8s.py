@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from api.app import create_app
+from cli import app as cli_app
 from shared.catalogue import CATALOGUE
-from shared.cli import app as cli_app
 from shared.config import Settings
 from shared.queue import queue_lists
 from tests.deploy.compose import ROOT, options_of, subcommand_of

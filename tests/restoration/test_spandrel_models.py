@@ -24,7 +24,7 @@ from spandrel.architectures.RetinexFormer import RetinexFormer
 from spandrel.architectures.SCUNet import SCUNet
 
 from restoration.device.precision import autocast_dtype
-from restoration.restorers import load_restorer
+from restoration.loading import load_restorer
 from restoration.spandrel_models import (
     IPT_PRETRAIN_TASKS,
     LoadedModel,

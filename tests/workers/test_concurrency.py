@@ -31,7 +31,8 @@ from shared.queue import NoDispatch, make_celery, make_dispatcher
 from shared.storage import make_storage
 from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
-from workers.pipeline import RunningJobs, WorkerContext, run_job
+from workers.context import RunningJobs, WorkerContext
+from workers.pipeline import run_job
 
 WAIT_S = 60.0
 """How long the probe waits for the other jobs; only a broken pipeline ever waits this long."""

@@ -24,7 +24,7 @@ from tests import services
 from tests.conftest import jpeg_bytes, settings_from_env
 from tests.faults import submit_photos
 from workers import maintenance
-from workers.pipeline import WorkerContext
+from workers.context import WorkerContext
 
 
 class Recording:
@@ -116,7 +116,7 @@ def test_the_maintenance_process_imports_no_model_code() -> None:
     """``darkroom maintenance`` runs in a small pod on the image without torch: importing what
     it runs must not pull in torch (or the rest of the worker's model stack)."""
     check = (
-        "import sys; import shared.cli.app, workers.maintenance, workers.housekeeping; "
+        "import sys; import cli.app, workers.maintenance, workers.housekeeping; "
         "heavy = {'torch', 'torchvision', 'spandrel', 'kornia', 'numpy', 'PIL', "
         "'workers.pipeline'}; "
         "loaded = sorted(heavy & set(sys.modules)); "

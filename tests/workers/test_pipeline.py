@@ -15,7 +15,8 @@ from shared.db.engine import session_factory
 from shared.db.tables import JobStatus
 from shared.errors import RetryLater, StorageError
 from tests.conftest import jpeg_bytes
-from workers.pipeline import WorkerContext, backoff, output_key, run_job
+from workers.context import WorkerContext
+from workers.pipeline import backoff, output_key, run_job
 
 
 def _new_job(settings: Settings, key: str, model: str = "mirnet-lol") -> uuid.UUID:

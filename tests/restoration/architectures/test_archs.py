@@ -12,8 +12,8 @@ import spandrel
 import torch
 
 from restoration.architectures import ARCHITECTURES
+from restoration.loading import load_restorer
 from restoration.padding import SizeRequirements
-from restoration.restorers import load_restorer
 from shared.catalogue import CATALOGUE, OWN_ARCHITECTURES, ModelEntry
 from shared.config import Settings
 from shared.errors import ModelUnavailable

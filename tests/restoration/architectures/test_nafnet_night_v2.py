@@ -23,7 +23,7 @@ from restoration.architectures.nafnet_night_v2 import (
     save_night_v2,
 )
 from restoration.chroma_cleanup import SHIPPED
-from restoration.restorers import load_restorer
+from restoration.loading import load_restorer
 from restoration.tiling import tiled_forward
 from shared.catalogue import get_entry
 from shared.config import Settings
@@ -145,7 +145,7 @@ import torch
 from shared.catalogue import BUNDLED_WEIGHTS, get_entry
 from shared.config import Settings
 import workers.pipeline
-from restoration.restorers import load_restorer
+from restoration.loading import load_restorer
 entry = get_entry("darkroom-night")
 path = BUNDLED_WEIGHTS / entry.weights_file
 restorer = load_restorer(entry, path, torch.device("cpu"), Settings())

@@ -78,7 +78,7 @@ def test_random_weights_of_the_same_shape_do_not(crops) -> None:  # type: ignore
 def test_tiles_share_one_exposure_so_tiling_leaves_no_patchwork(crops) -> None:  # type: ignore[no-untyped-def]
     import dataclasses
 
-    from restoration.restorers import load_restorer
+    from restoration.loading import load_restorer
     from shared.config import Settings
 
     degraded = np.concatenate(

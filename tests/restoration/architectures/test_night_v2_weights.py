@@ -14,7 +14,8 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from evaluation.reference_sets import load_set
 from restoration.architectures.nafnet_night_v2 import NightNAFNetV2, load_night_v2
-from restoration.restorers import TiledRestorer, load_restorer
+from restoration.loading import load_restorer
+from restoration.restorers import TiledRestorer
 from shared.catalogue import BUNDLED_WEIGHTS, get_entry
 from shared.config import Settings
 from tests.conftest import shared_dir

@@ -25,7 +25,8 @@ from PIL import Image
 
 from restoration.architectures import ARCHITECTURES
 from restoration.architectures.zero_dce import ZeroDCEPlusPlus, auto_scale_factor
-from restoration.restorers import RestorerCache, load_restorer
+from restoration.cache import RestorerCache
+from restoration.loading import load_restorer
 from shared.catalogue import CATALOGUE, ModelEntry, ModelStore
 from shared.config import Settings
 from shared.errors import ModelUnavailable

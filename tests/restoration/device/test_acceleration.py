@@ -22,9 +22,10 @@ import torch
 from pydantic import ValidationError
 from spandrel.architectures.NAFNet import NAFNet
 
-from benchmarks.gpu_check import OutOfMemoryOnce
+from benchmarks.gpu_memory import OutOfMemoryOnce
 from restoration.device.acceleration import accelerate, choose
-from restoration.restorers import TiledRestorer, load_restorer
+from restoration.loading import load_restorer
+from restoration.restorers import TiledRestorer
 from shared.catalogue import ModelEntry, get_entry
 from shared.config import Settings
 

@@ -27,7 +27,8 @@ from sqlalchemy import select
 
 from restoration.architectures.nafnet_night import NightNAFNet, save_night
 from restoration.device.batching import DeviceBatcher, DeviceRunner, DeviceThread, PassFn
-from restoration.restorers import TiledRestorer, load_restorer
+from restoration.loading import load_restorer
+from restoration.restorers import TiledRestorer
 from restoration.tiling import SizeRequirements, TileConfig
 from shared.catalogue import get_entry
 from shared.config import Settings
@@ -38,7 +39,8 @@ from shared.queue import NoDispatch
 from tests.restoration.architectures.test_nafnet_night import TINY
 from tests.services import wait_until
 from tests.workers.test_concurrency import _submit
-from workers.pipeline import WorkerContext, run_job
+from workers.context import WorkerContext
+from workers.pipeline import run_job
 
 CPU = torch.device("cpu")
 JOBS = 3

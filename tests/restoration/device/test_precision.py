@@ -14,10 +14,11 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from benchmarks.gpu_check import overflowing
+from benchmarks.gpu_memory import overflowing
 from evaluation.reference_sets import load_set
 from restoration.device.precision import autocast_dtype, finite_or_float32, native_bf16
-from restoration.restorers import half_dtype, load_restorer
+from restoration.loading import load_restorer
+from restoration.restorers import half_dtype
 from shared.catalogue import BUNDLED_WEIGHTS, get_entry
 from shared.config import Settings
 from tests.conftest import shared_dir

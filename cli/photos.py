@@ -16,9 +16,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cli.common import console, err, fail, load_settings, rich_progress
 from shared import jobs
 from shared.catalogue import DEFAULT_MODEL, ModelStore
-from shared.cli.common import console, err, fail, load_settings, rich_progress
 from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.db.tables import FINISHED, JobStatus
@@ -127,13 +127,13 @@ def _batch_jobs(settings: Settings, batch_ids: list[uuid.UUID]) -> list[uuid.UUI
 
 
 def _run_inline(settings: Settings, job_ids: list[uuid.UUID]) -> None:
-    from workers import maintenance
-    from workers.pipeline import WorkerContext, run_inline
+    from workers.context import WorkerContext, start_process
+    from workers.pipeline import run_inline
 
     # Per-job failures are summarised after the progress bar; keep only real trouble here.
     logging.getLogger("workers").setLevel(logging.ERROR)
     ctx = WorkerContext.build(settings)
-    maintenance.start(ctx, NoDispatch())  # heartbeats, so a poller never reaps ours
+    start_process(ctx, NoDispatch(), serving=False)  # heartbeats: a poller never reaps ours
     failed = 0
     with rich_progress("restoring", count_failed=True) as progress:
         task = progress.add_task("jobs", total=len(job_ids), failed=0)

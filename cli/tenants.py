@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.common import console, err, fail
 from shared import tenants
-from shared.cli.common import console, err, fail
 from shared.config import get_settings
 from shared.db.engine import session_scope
 from shared.db.migrate import upgrade_embedded

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
+from cli import app
 from shared.config import get_settings
 
 GROUPS = ["db", "buckets", "models", "tenants", "keys"]

@@ -20,7 +20,7 @@ import torch
 from shared.queue import make_celery
 from tests import services
 from tests.conftest import settings_from_env
-from workers.gpus import node_name, resolve_gpus
+from workers.supervisor import node_name, resolve_gpus
 
 GPUS = ["0", "MIG-4f1c"]
 """An index and a MIG-style UUID: both are passed through untouched."""

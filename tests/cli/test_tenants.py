@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from shared.config import Settings
-from tests.shared.cli.test_photos import darkroom
+from tests.cli.test_photos import darkroom
 
 
 def test_create_a_tenant_and_key_use_it_then_revoke_it(

@@ -14,9 +14,9 @@ from typing import Annotated
 
 import typer
 
+from cli.common import console, fail, load_settings
 from shared import jobs
 from shared.catalogue import ModelStore
-from shared.cli.common import console, fail, load_settings
 from shared.db.engine import session_factory
 from shared.db.tables import Job
 from shared.errors import DarkroomError

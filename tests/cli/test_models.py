@@ -14,10 +14,11 @@ import pytest
 import torch
 from spandrel.architectures.NAFNet import NAFNet
 
-from restoration.restorers import RestorerCache
+from restoration.cache import RestorerCache
 from shared.catalogue import CATALOGUE, ModelStore
 from shared.config import Settings
 from shared.storage import make_storage
+from tests.cli.test_photos import darkroom
 from tests.conftest import shared_dir
 from tests.restoration.architectures.test_published_models import (
     manifest,
@@ -25,7 +26,6 @@ from tests.restoration.architectures.test_published_models import (
     reference_input,
     tolerance,
 )
-from tests.shared.cli.test_photos import darkroom
 
 pytestmark = pytest.mark.slow  # runs the darkroom CLI: seconds a test
 

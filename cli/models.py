@@ -13,8 +13,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 from rich.text import Text
 
+from cli.common import console, fail
 from shared.catalogue import ModelEntry, ModelStore, sha256_file, validate_name
-from shared.cli.common import console, fail
 from shared.config import get_settings
 from shared.errors import DarkroomError, UnsupportedCheckpoint
 from shared.storage import make_storage

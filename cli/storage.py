@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli.common import console, fail
+from cli.common import console, fail
 from shared.config import get_settings
 from shared.errors import DarkroomError
 from shared.storage import make_storage

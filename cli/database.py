@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.cli.common import console, fail, redact
+from cli.common import console, fail, redact
 from shared.config import get_settings
 from shared.db import migrate
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from restoration import restorers
-from restoration.restorers import RestorerCache
+from restoration import cache as restorer_cache
+from restoration.cache import RestorerCache
 from shared.catalogue import CATALOGUE, ModelEntry, ModelStore
 from shared.config import Settings
 from shared.storage import LocalStorage
@@ -47,7 +47,7 @@ def test_a_loaded_model_never_waits_for_another_models_load(
             release.wait(WAIT_S)
         return _Loaded(entry.name)
 
-    monkeypatch.setattr(restorers, "load_restorer", load)
+    monkeypatch.setattr(restorer_cache, "load_restorer", load)
     fast, slow = CATALOGUE["nafnet-gopro"], CATALOGUE["nafnet-sidd"]
     cache.get(fast)
     with ThreadPoolExecutor(3) as pool:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from cli.common import console, fail
 from shared.catalogue import DEFAULT_MODEL, ModelStore
-from shared.cli.common import console, fail
 from shared.config import Settings, get_settings
 from shared.errors import DarkroomError
 from shared.storage import make_storage
@@ -97,7 +97,8 @@ def _models_for(set_name: str, asked: list[str] | None) -> list[str]:
 def _load_models(names: Sequence[str], settings: Settings) -> dict[str, Restore]:
     """Every model asked for, loaded through the workers' restorer cache before any photo
     runs, so a missing weight file fails at once rather than half-way through a long run."""
-    from restoration.restorers import RestorerCache, chain_restore
+    from restoration.cache import RestorerCache
+    from restoration.restorers import chain_restore
 
     store = ModelStore(settings, make_storage(settings))
     cache = RestorerCache(settings, store)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared.cli.test_photos import darkroom
+from tests.cli.test_photos import darkroom
 
 pytestmark = pytest.mark.slow  # runs the darkroom CLI
 

@@ -1,6 +1,6 @@
 """One worker process per GPU on a multi-GPU node, each pinned with ``CUDA_VISIBLE_DEVICES``.
 
-A worker process drives one device (``WorkerContext.device``), so a node with eight GPUs needs
+A worker process drives one device (``WorkerContext.device_lock``), so a node with eight GPUs needs
 eight processes. Celery's own ``celery multi`` starts several nodes but cannot give each its own
 environment, and a process that sees every GPU would put all its models on ``cuda:0``. The
 supervisor here starts the children as fresh processes (never forked: the parent may have

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import database, evaluate, models, photos, report, run, storage, tenants
+from cli import database, evaluate, models, photos, report, run, storage, tenants
 
 HELP = """Restore dark, noisy, shaken photos: run the API or a worker, submit photos, follow
 jobs, manage models, tenants and the database.

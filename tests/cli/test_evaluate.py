@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from shared.cli import app
-from shared.cli import evaluate as cli
+from cli import app
+from cli import evaluate as cli
 from shared.config import get_settings
 from tests.conftest import jpeg_bytes, shared_dir
 

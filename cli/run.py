@@ -7,7 +7,6 @@ The API and the worker are imported when their command runs, so ``darkroom serve
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -15,10 +14,10 @@ from typing import Annotated
 
 import typer
 
+from cli.common import console, fail, load_settings
 from shared import logs
 from shared.catalogue import CATALOGUE
-from shared.cli.common import console, fail, load_settings
-from shared.config import Settings, get_settings
+from shared.config import Settings
 from shared.db.engine import session_factory
 from shared.jobs.retention import cleanup_once
 from shared.storage import make_storage
@@ -141,12 +140,12 @@ def _celery_worker(
     loglevel: str,
     name: str | None,
 ) -> None:
+    from workers import tasks
     from workers.celery_app import app as celery_app
 
     # The pool's size is the concurrency the worker's context reads (it merges passes across
     # jobs only when it holds several), also when it came from --concurrency.
-    os.environ["DARKROOM_WORKER_CONCURRENCY"] = str(at_once)
-    get_settings.cache_clear()
+    tasks.use_settings(current.model_copy(update={"worker_concurrency": at_once}))
     celery_app.worker_main(
         [
             "worker",
@@ -164,15 +163,15 @@ def _celery_worker(
 def _worker_per_gpu(
     current: Settings, spec: str, families: list[str], pool: str, at_once: int, loglevel: str
 ) -> None:
-    """Supervise one ``darkroom worker`` per GPU (see ``workers.gpus``); exits with its code."""
-    from workers.gpus import resolve_gpus, run_per_gpu
+    """Supervise one ``darkroom worker`` per GPU (``workers.supervisor``); exits with its code."""
+    from workers.supervisor import resolve_gpus, run_per_gpu
 
     logs.configure(current, loglevel)
     try:
         gpus = resolve_gpus(spec)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    command = [sys.executable, "-m", "shared.cli", "worker", "--queues", ",".join(families)]
+    command = [sys.executable, "-m", "cli", "worker", "--queues", ",".join(families)]
     command += ["--pool", pool, "--concurrency", str(at_once), "--loglevel", loglevel]
     console.print(f"one worker per GPU: {', '.join(gpus)} (Ctrl-C stops them all)")
     raise typer.Exit(code=run_per_gpu(gpus, command, metrics_port=current.worker_metrics_port))
