@@ -1,7 +1,7 @@
 """Network architectures Darkroom runs itself, and the registry of how to load and tile each.
 
 :data:`ARCHITECTURES` maps the catalogue's architecture name (``ModelEntry.architecture``) to an
-:class:`OwnArchitecture`; ``restoration.restorers`` looks a model up here, and anything not here is
+:class:`OwnArchitecture`; ``restoration.loading`` looks a model up here, and anything not here is
 loaded through spandrel. It is the workers' source of truth for which architectures are
 Darkroom's own (``shared.catalogue.OWN_ARCHITECTURES`` names the same ones; a test keeps the two
 equal).
