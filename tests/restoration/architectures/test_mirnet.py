@@ -26,10 +26,9 @@ from restoration.architectures.mirnet import (
     mirnet_hyperparameters,
     save_mirnet_checkpoint,
 )
+from tests.conftest import shared_dir
 
-SHARED_DIR = Path(
-    os.environ.get("DARKROOM_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")
-)
+SHARED_DIR = shared_dir()
 LAYOUT_JSON = SHARED_DIR / "checkpoints" / "mirnet-dblasko.json"
 
 SMALL: dict[str, Any] = {"num_features": 16, "number_rrg": 1, "number_msrb": 1}
