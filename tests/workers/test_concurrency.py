@@ -180,7 +180,7 @@ def test_one_restore_at_a_time_while_the_other_jobs_download(settings: Settings,
         ctx,
         storage=_CountingStorage(ctx.storage, progress),  # type: ignore[arg-type]
         restorers=_Cache(probe),  # type: ignore[arg-type]
-        device=_CountingLock(progress),  # type: ignore[arg-type]
+        device_lock=_CountingLock(progress),  # type: ignore[arg-type]
     )
 
     with ThreadPoolExecutor(threads) as pool:

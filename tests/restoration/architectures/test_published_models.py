@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -243,14 +244,20 @@ def test_a_slip_in_the_implementation_breaks_conformance(
     assert worst_error(case, settings) > 10 * tolerance(case)
 
 
-def test_the_ffdnet_file_is_refused_before_any_job_runs_it(settings: Settings) -> None:
+def test_the_ffdnet_file_is_refused_before_any_job_runs_it(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """spandrel 0.4.2 takes KAIR's colour FFDNet for a 12-channel FDnCNN, which raises a
-    channel-count RuntimeError on every RGB photo: the restorer refuses it at load instead."""
+    channel-count RuntimeError on every RGB photo: the restorer refuses it at load instead,
+    telling the operator why (the log) and the tenant only that the model cannot run here."""
     entry = dataclasses.replace(
         CATALOGUE["dncnn-color"], name="ffdnet-color", weights_file="kair_ffdnet_color.pth"
     )
-    with pytest.raises(ModelUnavailable, match="12 input and 12 output channels"):
-        load_restorer(entry, PACK / "weights" / entry.weights_file, CPU, settings)
+    path = PACK / "weights" / entry.weights_file
+    with caplog.at_level(logging.ERROR), pytest.raises(ModelUnavailable) as raised:
+        load_restorer(entry, path, CPU, settings)
+    assert "ffdnet-color" in raised.value.message and str(path) not in raised.value.message
+    assert "12 input and 12 output channels" in caplog.text and str(path) in caplog.text
 
 
 @pytest.mark.parametrize("name", ["zero-dce", "zero-dce-pp", "sci-medium", "iat-lol"])
