@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 import redis
 
@@ -40,6 +41,19 @@ def _job_id(message: bytes | str) -> str | None:
         return None
 
 
+def _eta(message: bytes | str) -> float | None:
+    """When an unacknowledged message is due (a retry's countdown: Celery's ``eta`` header),
+    as unix time; None for a message due at once."""
+    try:
+        payload = json.loads(message)
+        if isinstance(payload, list):
+            payload = payload[0]
+        eta = payload.get("headers", {}).get("eta")
+        return datetime.fromisoformat(eta).timestamp() if eta else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
 def job_ids_in_broker(
     broker_url: str, queues: Iterable[str], delivered_within_s: float | None = None
 ) -> set[str] | None:
@@ -60,7 +74,14 @@ def job_ids_in_broker(
         if delivered_within_s is not None:
             cutoff = time.time() - delivered_within_s
             for tag in client.zrangebyscore(UNACKED_INDEX_KEY, 0, cutoff):
-                unacked.pop(tag, None)  # type: ignore[arg-type]  # redis-py types tags loosely
+                # A retry the worker holds until its countdown ends is not lost until that
+                # moment is past too: re-sending it would run the job early and burn its
+                # attempts faster than the backoff means to (a backoff longer than the window
+                # did exactly that).
+                message = unacked.get(tag)  # type: ignore[arg-type]
+                due = _eta(message) if message is not None else None
+                if due is None or due < cutoff:
+                    unacked.pop(tag, None)  # type: ignore[arg-type]  # redis-py types tags loosely
         messages += unacked.values()
     finally:
         client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 
 import redis
 
@@ -87,3 +88,28 @@ def test_jobs_sent_to_the_front_wait_in_the_list_workers_pop_first(redis_url: st
         assert {str(normal), str(handed_back)} <= (job_ids_in_broker(redis_url, [queue]) or set())
     finally:
         client.delete(*queue_lists(queue))
+
+
+def test_a_retry_held_until_its_countdown_counts_until_it_is_due(redis_url: str) -> None:
+    """A job retried with a countdown longer than the reconciler's window: its message was
+    delivered long ago and waits in the worker for its ``eta``. It is held, not lost, until that
+    moment is past too; re-sending it ran the job early and burnt its attempts."""
+    settings = Settings(broker_url=redis_url, queue_prefix=f"broker-{uuid.uuid4().hex[:6]}")
+    waiting, overdue = uuid.uuid4(), uuid.uuid4()
+    enqueue_restore(make_celery(settings), settings, [(waiting, "darkroom"), (overdue, "darkroom")])
+    client = redis.Redis.from_url(redis_url)
+    queue = settings.queue_for("darkroom")
+    tags = []
+    for due in (time.time() + 30, time.time() - 600):  # oldest message first
+        payload = json.loads(client.rpop(queue_lists(queue)[-1]))
+        payload["headers"]["eta"] = datetime.fromtimestamp(due, UTC).isoformat()
+        tag = f"tag-{uuid.uuid4()}"
+        client.hset(UNACKED_KEY, tag, json.dumps([payload, "", queue]))
+        client.zadd(UNACKED_INDEX_KEY, {tag: time.time() - 900})  # delivered long ago
+        tags.append(tag)
+    try:
+        found = job_ids_in_broker(redis_url, [queue], delivered_within_s=60)
+        assert found is not None and str(waiting) in found and str(overdue) not in found
+    finally:
+        client.hdel(UNACKED_KEY, *tags)
+        client.zrem(UNACKED_INDEX_KEY, *tags)
