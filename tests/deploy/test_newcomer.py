@@ -103,15 +103,18 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
     clone = fresh_clone(tmp_path_factory.mktemp("newcomer"))
     demo = run(["make", "demo"], clone, SETUP_MINUTES)
     yield Newcomer(clone, demo)
+    # Several GB of venv: pytest keeps its last three runs' folders, and a disk fills up.
+    shutil.rmtree(clone, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def api_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Another fresh clone set up with the ``api`` extra alone, as the API image is."""
     clone = fresh_clone(tmp_path_factory.mktemp("api-only"))
     setup = run(["scripts/setup.sh", "api"], clone, SETUP_MINUTES)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    return clone
+    yield clone
+    shutil.rmtree(clone, ignore_errors=True)
 
 
 def test_make_demo_restores_the_four_samples_in_the_venv_it_sets_up(newcomer: Newcomer) -> None:
